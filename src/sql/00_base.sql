@@ -1,0 +1,11 @@
+-- Base: the schema and what every capability relies on.
+
+COMMENT ON SCHEMA cdp IS
+  'cdp: Customer Data Platform — identity stitching, consent-aware views, incremental audiences and activation queues';
+
+CREATE FUNCTION cdp.status() RETURNS jsonb
+  LANGUAGE c STABLE STRICT PARALLEL SAFE
+  SET search_path = pg_catalog, pg_temp
+  AS 'MODULE_PATHNAME', 'cdp_status';
+COMMENT ON FUNCTION cdp.status() IS
+  'Version of the loaded cdp library and its shared state; requires cdp in shared_preload_libraries (SQLSTATE 55000 otherwise)';

@@ -1,0 +1,721 @@
+/*-------------------------------------------------------------------------
+ *
+ * batch.c
+ *	  identity_process(): resolve a batch of parsed messages against the
+ *	  stored identity graph and write the outcome, set-at-a-time.
+ *
+ *	1. drop re-sent messages (cdp.message_ids);
+ *	2. lock the identifiers the batch carries (store.c), read which
+ *	   profiles they belong to and lock those; seed the engine with them;
+ *	3. draw event ids in batch order and apply each message (graph.c);
+ *	4. write new profiles, merges, identifiers, events, traits and
+ *	   conflicts, each with one statement over arrays.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "lib/stringinfo.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/json.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "identity/graph.h"
+#include "identity/identity.h"
+#include "identity/store.h"
+
+static int
+cmp_cstring(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *) a, *(const char *const *) b);
+}
+
+/*
+ * Message ids seen before (or earlier in this batch) mark duplicates.  Runs
+ * after the event ids are drawn: cdp.message_ids remembers which event a
+ * message became.
+ */
+static void
+mark_duplicates(IngestMessage *msgs, int n)
+{
+	ArrayBuild	ids,
+				events;
+	Oid			types[3] = {TEXTARRAYOID, INT8ARRAYOID, TIMESTAMPTZOID};
+	Datum		args[3];
+	char	  **fresh;
+	bool	   *claimed;
+	int			nfresh;
+
+	ab_init(&ids, TEXTOID);
+	ab_init(&events, INT8OID);
+	for (int i = 0; i < n; i++)
+		if (msgs[i].error == NULL && msgs[i].message_id != NULL)
+		{
+			ab_add_text(&ids, msgs[i].message_id);
+			ab_add(&events, Int64GetDatum(msgs[i].event_id), false);
+		}
+	if (ids.n == 0)
+		return;
+
+	args[0] = ab_result(&ids);
+	args[1] = ab_result(&events);
+	args[2] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+	store_exec(PLAN_MESSAGE_IDS,
+			   "INSERT INTO cdp.message_ids (message_id, event_id, received_at) "
+			   "SELECT m, e, $3 FROM unnest($1, $2) AS u(m, e) ON CONFLICT DO NOTHING RETURNING message_id",
+			   3, types, args, NULL, false);
+
+	nfresh = (int) SPI_processed;
+	fresh = palloc(sizeof(char *) * Max(nfresh, 1));
+	for (int i = 0; i < nfresh; i++)
+		fresh[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+	qsort(fresh, nfresh, sizeof(char *), cmp_cstring);
+	claimed = palloc0(sizeof(bool) * Max(nfresh, 1));
+
+	for (int i = 0; i < n; i++)
+	{
+		IngestMessage *m = &msgs[i];
+		char	  **hit;
+
+		if (m->error != NULL || m->message_id == NULL)
+			continue;
+		hit = bsearch(&m->message_id, fresh, nfresh, sizeof(char *), cmp_cstring);
+		if (hit == NULL || claimed[hit - fresh])
+			m->duplicate = true;
+		else
+			claimed[hit - fresh] = true;	/* later copies in this batch are duplicates */
+	}
+}
+
+/* A message the engine rejected may be sent again, corrected, under its id. */
+static void
+forget_rejected_message_ids(IngestMessage *msgs, int n)
+{
+	ArrayBuild	ids;
+	Oid			type = TEXTARRAYOID;
+	Datum		arg;
+
+	ab_init(&ids, TEXTOID);
+	for (int i = 0; i < n; i++)
+		if (!msgs[i].duplicate && msgs[i].event_id != 0 && msgs[i].profile_id == 0 &&
+			msgs[i].message_id != NULL)
+			ab_add_text(&ids, msgs[i].message_id);
+	if (ids.n == 0)
+		return;
+	arg = ab_result(&ids);
+	store_exec(PLAN_FORGET_MESSAGE_IDS, "DELETE FROM cdp.message_ids WHERE message_id = ANY ($1)",
+			   1, &type, &arg, NULL, false);
+}
+
+static bool
+accepted(const IngestMessage *m)
+{
+	return m->error == NULL && !m->duplicate;
+}
+
+/* 2. Lock, read and seed the part of the graph the batch can reach. */
+static void
+load_graph(Graph *g, const char **keys, int nkeys)
+{
+	Oid			identarr[1] = {IDENTIFIER_ARRAY_PLACEHOLDER};
+	Oid			int8arr[1] = {INT8ARRAYOID};
+	ArrayBuild	ab;
+	Datum		arg;
+	bool		fine;
+	ProfileLocks pl = {0};
+	int64	   *pids = NULL;
+	int			npids = 0;
+
+	fine = identity_lock_identifiers(keys, nkeys);
+
+	ab_init(&ab, identifier_type_oid());
+	for (int i = 0; i < nkeys; i++)
+		ab_add_text(&ab, keys[i]);
+	arg = ab_result(&ab);
+
+	for (;;)
+	{
+		store_exec(PLAN_LOAD_IDENTS,
+				   "SELECT identifier::text, profile_id, source, first_seen, last_seen "
+				   "FROM cdp.identity_data WHERE identifier OPERATOR(cdp.=) ANY ($1)",
+				   1, identarr, &arg, NULL, false);
+		pids = palloc(sizeof(int64) * Max(SPI_processed, 1));
+		npids = 0;
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull;
+
+			pids[npids++] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+														SPI_tuptable->tupdesc, 2, &isnull));
+		}
+		/* A stable read: every profile it names was already locked. */
+		if (!fine || profile_locks_take(&pl, pids, npids))
+			break;
+	}
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		char	   *key = SPI_getvalue(tup, desc, 1);
+		GraphIdent *id;
+		MemoryContext old = MemoryContextSwitchTo(g->cxt);
+
+		id = graph_intern(g, key);
+		id->profile_id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+		id->source = SPI_getvalue(tup, desc, 3);
+		id->first_seen = DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull));
+		id->last_seen = DatumGetTimestampTz(SPI_getbinval(tup, desc, 5, &isnull));
+		id->stored = true;
+		MemoryContextSwitchTo(old);
+	}
+	if (npids == 0)
+		return;
+
+	ab_init(&ab, INT8OID);
+	for (int i = 0; i < npids; i++)
+		ab_add(&ab, Int64GetDatum(pids[i]), false);
+	arg = ab_result(&ab);
+
+	store_exec(PLAN_LOAD_PROFILES,
+			   "SELECT profile_id, coalesce(merged_into, 0), created_at, updated_at "
+			   "FROM cdp.profile_data WHERE profile_id = ANY ($1)",
+			   1, int8arr, &arg, NULL, false);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+
+		graph_add_profile(g,
+						  DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull)),
+						  DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull)),
+						  DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull)),
+						  DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull)));
+	}
+
+	store_exec(PLAN_LOAD_COUNTS,
+			   "SELECT profile_id, kind, count(*)::int4 FROM cdp.identity_data "
+			   "WHERE profile_id = ANY ($1) GROUP BY 1, 2",
+			   1, int8arr, &arg, NULL, false);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		MemoryContext old = MemoryContextSwitchTo(g->cxt);
+
+		graph_add_count(g,
+						DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull)),
+						SPI_getvalue(tup, desc, 2),
+						DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull)));
+		MemoryContextSwitchTo(old);
+	}
+}
+
+/* 3. Event ids, drawn after the locks, one per parsed message. */
+static void
+draw_event_ids(IngestMessage *msgs, int n, int nparsed)
+{
+	Oid			type = INT4OID;
+	Datum		arg = Int32GetDatum(nparsed);
+	int			j = 0;
+
+	store_exec(PLAN_NEXT_EVENT_IDS,
+			   "SELECT nextval('cdp.event_id_seq') FROM generate_series(1, $1)",
+			   1, &type, &arg, NULL, false);
+	for (int i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		if (msgs[i].error != NULL)
+			continue;
+		msgs[i].event_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[j++],
+													   SPI_tuptable->tupdesc, 1, &isnull));
+	}
+}
+
+/* 4. Write-back. */
+
+static void
+write_profiles_and_merges(Graph *g)
+{
+	HASH_SEQ_STATUS seq;
+	GraphProfileEntry *pe;
+	ArrayBuild	id,
+				merged_into,
+				created,
+				updated;
+	ListCell   *lc;
+
+	ab_init(&id, INT8OID);
+	ab_init(&merged_into, INT8OID);
+	ab_init(&created, TIMESTAMPTZOID);
+	ab_init(&updated, TIMESTAMPTZOID);
+	hash_seq_init(&seq, g->profiles);
+	while ((pe = hash_seq_search(&seq)) != NULL)
+	{
+		GraphProfile *p = pe->profile;
+		int64		f;
+
+		if (!p->is_new)
+			continue;
+		f = graph_resolve(g, p->id);
+		ab_add(&id, Int64GetDatum(p->id), false);
+		ab_add(&merged_into, Int64GetDatum(f), f == p->id);
+		ab_add(&created, TimestampTzGetDatum(p->created_at), false);
+		ab_add(&updated, TimestampTzGetDatum(p->updated_at), false);
+	}
+	if (id.n > 0)
+	{
+		Oid			types[4] = {INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID};
+		Datum		args[4] = {ab_result(&id), ab_result(&merged_into), ab_result(&created), ab_result(&updated)};
+
+		store_exec(PLAN_INSERT_PROFILES,
+				   "INSERT INTO cdp.profile_data (profile_id, merged_into, created_at, updated_at) "
+				   "SELECT * FROM unnest($1, $2, $3, $4)",
+				   4, types, args, NULL, false);
+	}
+
+	if (g->merges != NIL)
+	{
+		ArrayBuild	m,
+					f,
+					into,
+					ev,
+					at,
+					cause;
+		Oid			types2[2] = {INT8ARRAYOID, INT8ARRAYOID};
+		Oid			types1[1] = {INT8ARRAYOID};
+		Oid			types6[5] = {INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, JSONBARRAYOID};
+		Datum		args2[2];
+		Datum		args6[5];
+
+		ab_init(&m, INT8OID);
+		ab_init(&f, INT8OID);
+		ab_init(&into, INT8OID);
+		ab_init(&ev, INT8OID);
+		ab_init(&at, TIMESTAMPTZOID);
+		ab_init(&cause, JSONBOID);
+		foreach(lc, g->merges)
+		{
+			GraphMerge *mg = lfirst(lc);
+			StringInfoData buf;
+			ListCell   *lc2;
+
+			ab_add(&m, Int64GetDatum(mg->merged), false);
+			ab_add(&f, Int64GetDatum(graph_resolve(g, mg->merged)), false);
+			ab_add(&into, Int64GetDatum(mg->into), false);
+			ab_add(&ev, Int64GetDatum(mg->event_id), false);
+			ab_add(&at, TimestampTzGetDatum(mg->merged_at), false);
+			initStringInfo(&buf);
+			appendStringInfo(&buf, "{\"event_id\": " INT64_FORMAT ", \"identifiers\": [", mg->event_id);
+			foreach(lc2, mg->linking)
+			{
+				if (lc2 != list_head(mg->linking))
+					appendStringInfoString(&buf, ", ");
+				escape_json(&buf, (const char *) lfirst(lc2));
+			}
+			appendStringInfoString(&buf, "]}");
+			ab_add(&cause, DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)), false);
+		}
+		args2[0] = ab_result(&m);
+		args2[1] = ab_result(&f);
+
+		store_exec(PLAN_MERGE_IDENTS,
+				   "UPDATE cdp.identity_data i SET profile_id = m.f "
+				   "FROM unnest($1, $2) AS m(m, f) WHERE i.profile_id = m.m",
+				   2, types2, args2, NULL, false);
+		store_exec(PLAN_MERGE_EVENTS,
+				   "UPDATE cdp.event_data e SET profile_id = m.f "
+				   "FROM unnest($1, $2) AS m(m, f) WHERE e.profile_id = m.m",
+				   2, types2, args2, NULL, false);
+		store_exec(PLAN_MERGE_TRAITS,
+				   "INSERT INTO cdp.trait_data AS t (profile_id, key, value, occurred_at, event_id) "
+				   "SELECT DISTINCT ON (m.f, d.key) m.f, d.key, d.value, d.occurred_at, d.event_id "
+				   "FROM cdp.trait_data d JOIN unnest($1, $2) AS m(m, f) ON d.profile_id = m.m "
+				   "ORDER BY m.f, d.key, d.occurred_at DESC, d.event_id DESC "
+				   "ON CONFLICT (profile_id, key) DO UPDATE SET value = excluded.value, "
+				   "occurred_at = excluded.occurred_at, event_id = excluded.event_id "
+				   "WHERE (excluded.occurred_at, excluded.event_id) > (t.occurred_at, t.event_id)",
+				   2, types2, args2, NULL, false);
+		store_exec(PLAN_MERGE_TRAITS_DELETE,
+				   "DELETE FROM cdp.trait_data d USING unnest($1) AS m(m) WHERE d.profile_id = m.m",
+				   1, types1, args2, NULL, false);
+		store_exec(PLAN_MERGE_PROFILES,
+				   "UPDATE cdp.profile_data p SET merged_into = m.f, traits = '{}' "
+				   "FROM unnest($1, $2) AS m(m, f) WHERE p.profile_id = m.m OR p.merged_into = m.m",
+				   2, types2, args2, NULL, false);
+
+		args6[0] = ab_result(&into);
+		args6[1] = args2[0];
+		args6[2] = ab_result(&ev);
+		args6[3] = ab_result(&at);
+		args6[4] = ab_result(&cause);
+		store_exec(PLAN_INSERT_MERGES,
+				   "INSERT INTO cdp.merges (profile_id, merged_profile_id, event_id, merged_at, cause) "
+				   "SELECT * FROM unnest($1, $2, $3, $4, $5)",
+				   5, types6, args6, NULL, false);
+	}
+}
+
+static void
+write_identifiers(Graph *g)
+{
+	HASH_SEQ_STATUS seq;
+	GraphIdentEntry *e;
+	ArrayBuild	ident,
+				kind,
+				pid,
+				source,
+				first,
+				last;
+
+	ab_init(&ident, identifier_type_oid());
+	ab_init(&kind, TEXTOID);
+	ab_init(&pid, INT8OID);
+	ab_init(&source, TEXTOID);
+	ab_init(&first, TIMESTAMPTZOID);
+	ab_init(&last, TIMESTAMPTZOID);
+	hash_seq_init(&seq, g->idents);
+	while ((e = hash_seq_search(&seq)) != NULL)
+	{
+		GraphIdent *id = e->ident;
+
+		if (!id->dirty || id->profile_id == 0)
+			continue;
+		ab_add_text(&ident, id->key);
+		ab_add(&kind, PointerGetDatum(cstring_to_text_with_len(id->key, strchr(id->key, ':') - id->key)), false);
+		ab_add(&pid, Int64GetDatum(graph_resolve(g, id->profile_id)), false);
+		ab_add_text(&source, id->source);
+		ab_add(&first, TimestampTzGetDatum(id->first_seen), false);
+		ab_add(&last, TimestampTzGetDatum(id->last_seen), false);
+	}
+	if (ident.n > 0)
+	{
+		Oid			types[6] = {IDENTIFIER_ARRAY_PLACEHOLDER, TEXTARRAYOID, INT8ARRAYOID, TEXTARRAYOID,
+		TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID};
+		Datum		args[6] = {ab_result(&ident), ab_result(&kind), ab_result(&pid), ab_result(&source),
+		ab_result(&first), ab_result(&last)};
+
+		store_exec(PLAN_UPSERT_IDENTS,
+				   "INSERT INTO cdp.identity_data AS i (identifier, kind, profile_id, source, first_seen, last_seen) "
+				   "SELECT * FROM unnest($1, $2, $3, $4, $5, $6) "
+				   "ON CONFLICT (identifier) DO UPDATE SET profile_id = excluded.profile_id, "
+				   "source = excluded.source, first_seen = excluded.first_seen, last_seen = excluded.last_seen",
+				   6, types, args, NULL, false);
+	}
+}
+
+static void
+write_events_and_traits(Graph *g, IngestMessage *msgs, int n)
+{
+	ArrayBuild	pid,
+				eid,
+				occurred,
+				type,
+				event,
+				props,
+				flat,
+				off,
+				cnt,
+				received,
+				source,
+				msgid;
+	ArrayBuild	tp,
+				tt,
+				to,
+				te;
+	TimestampTz *months;
+	int			nmonths = 0;
+
+	ab_init(&pid, INT8OID);
+	ab_init(&eid, INT8OID);
+	ab_init(&occurred, TIMESTAMPTZOID);
+	ab_init(&type, TEXTOID);
+	ab_init(&event, TEXTOID);
+	ab_init(&props, JSONBOID);
+	ab_init(&flat, identifier_type_oid());
+	ab_init(&off, INT4OID);
+	ab_init(&cnt, INT4OID);
+	ab_init(&received, TIMESTAMPTZOID);
+	ab_init(&source, TEXTOID);
+	ab_init(&msgid, TEXTOID);
+	ab_init(&tp, INT8OID);
+	ab_init(&tt, JSONBOID);
+	ab_init(&to, TIMESTAMPTZOID);
+	ab_init(&te, INT8OID);
+	months = palloc(sizeof(TimestampTz) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+	{
+		IngestMessage *m = &msgs[i];
+
+		if (!accepted(m) || m->profile_id == 0)
+			continue;
+		m->profile_id = graph_resolve(g, m->profile_id);
+		months[nmonths++] = m->occurred_at;
+		ab_add(&pid, Int64GetDatum(m->profile_id), false);
+		ab_add(&eid, Int64GetDatum(m->event_id), false);
+		ab_add(&occurred, TimestampTzGetDatum(m->occurred_at), false);
+		ab_add_text(&type, m->type);
+		ab_add_text(&event, m->event);
+		ab_add(&props, JsonbPGetDatum(m->properties), false);
+		ab_add(&off, Int32GetDatum(flat.n + 1), false);
+		ab_add(&cnt, Int32GetDatum(m->nids), false);
+		for (int j = 0; j < m->nids; j++)
+			ab_add_text(&flat, m->ids[j]);
+		ab_add(&received, TimestampTzGetDatum(m->received_at), false);
+		ab_add_text(&source, m->source);
+		ab_add_text(&msgid, m->message_id);
+		if (m->traits != NULL)
+		{
+			ab_add(&tp, Int64GetDatum(m->profile_id), false);
+			ab_add(&tt, JsonbPGetDatum(m->traits), false);
+			ab_add(&to, TimestampTzGetDatum(m->occurred_at), false);
+			ab_add(&te, Int64GetDatum(m->event_id), false);
+		}
+	}
+	if (pid.n == 0)
+		return;
+
+	ensure_event_partitions(months, nmonths);
+	{
+		Oid			types[12] = {INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+			JSONBARRAYOID, IDENTIFIER_ARRAY_PLACEHOLDER, INT4ARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID,
+		TEXTARRAYOID, TEXTARRAYOID};
+		Datum		args[12] = {ab_result(&pid), ab_result(&eid), ab_result(&occurred), ab_result(&type),
+			ab_result(&event), ab_result(&props), ab_result(&flat), ab_result(&off), ab_result(&cnt),
+		ab_result(&received), ab_result(&source), ab_result(&msgid)};
+
+		store_exec(PLAN_INSERT_EVENTS,
+				   "INSERT INTO cdp.event_data (profile_id, event_id, occurred_at, type, event, properties, "
+				   "identifiers, received_at, source, message_id) "
+				   "SELECT u.p, u.e, u.o, u.t, u.ev, u.pr, $7[u.off : u.off + u.n - 1], u.r, u.s, u.m "
+				   "FROM unnest($1, $2, $3, $4, $5, $6, $8, $9, $10, $11, $12) "
+				   "AS u(p, e, o, t, ev, pr, off, n, r, s, m)",
+				   12, types, args, NULL, false);
+	}
+	if (tp.n > 0)
+	{
+		Oid			types[4] = {INT8ARRAYOID, JSONBARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID};
+		Datum		args[4] = {ab_result(&tp), ab_result(&tt), ab_result(&to), ab_result(&te)};
+
+		store_exec(PLAN_UPSERT_TRAITS,
+				   "INSERT INTO cdp.trait_data AS t (profile_id, key, value, occurred_at, event_id) "
+				   "SELECT DISTINCT ON (u.p, j.key) u.p, j.key, j.value, u.o, u.e "
+				   "FROM unnest($1, $2, $3, $4) AS u(p, tr, o, e), jsonb_each(u.tr) AS j "
+				   "ORDER BY u.p, j.key, u.o DESC, u.e DESC "
+				   "ON CONFLICT (profile_id, key) DO UPDATE SET value = excluded.value, "
+				   "occurred_at = excluded.occurred_at, event_id = excluded.event_id "
+				   "WHERE (excluded.occurred_at, excluded.event_id) > (t.occurred_at, t.event_id)",
+				   4, types, args, NULL, false);
+	}
+}
+
+/* Touched live profiles: updated_at, and the traits snapshot where it may have changed. */
+static void
+write_profile_updates(Graph *g, IngestMessage *msgs, int n)
+{
+	HASH_SEQ_STATUS seq;
+	GraphProfileEntry *e;
+	ArrayBuild	ids,
+				upd,
+				recompute;
+	HTAB	   *with_traits;
+	HASHCTL		ctl;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(int64);
+	ctl.hcxt = CurrentMemoryContext;
+	with_traits = hash_create("cdp profiles with new traits", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	for (int i = 0; i < n; i++)
+		if (accepted(&msgs[i]) && msgs[i].profile_id != 0 && msgs[i].traits != NULL)
+			hash_search(with_traits, &msgs[i].profile_id, HASH_ENTER, NULL);
+	{
+		ListCell   *lc;
+
+		foreach(lc, g->merges)
+		{
+			int64		f = graph_resolve(g, ((GraphMerge *) lfirst(lc))->merged);
+
+			hash_search(with_traits, &f, HASH_ENTER, NULL);
+		}
+	}
+
+	ab_init(&ids, INT8OID);
+	ab_init(&upd, TIMESTAMPTZOID);
+	ab_init(&recompute, BOOLOID);
+	hash_seq_init(&seq, g->profiles);
+	while ((e = hash_seq_search(&seq)) != NULL)
+	{
+		GraphProfile *p = e->profile;
+		bool		found;
+
+		if (!p->touched || p->survivor != 0)
+			continue;
+		hash_search(with_traits, &p->id, HASH_FIND, &found);
+		if (p->is_new && !found)
+			continue;			/* inserted with the right values already */
+		ab_add(&ids, Int64GetDatum(p->id), false);
+		ab_add(&upd, TimestampTzGetDatum(p->updated_at), false);
+		ab_add(&recompute, BoolGetDatum(found), false);
+	}
+	if (ids.n > 0)
+	{
+		Oid			types[3] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID, BOOLARRAYOID};
+		Datum		args[3] = {ab_result(&ids), ab_result(&upd), ab_result(&recompute)};
+
+		store_exec(PLAN_UPDATE_PROFILES,
+				   "UPDATE cdp.profile_data p SET updated_at = greatest(p.updated_at, u.t), "
+				   "traits = CASE WHEN u.r THEN coalesce((SELECT jsonb_object_agg(t.key, t.value) "
+				   "FROM cdp.trait_data t WHERE t.profile_id = p.profile_id), '{}') ELSE p.traits END "
+				   "FROM unnest($1, $2, $3) AS u(id, t, r) WHERE p.profile_id = u.id",
+				   3, types, args, NULL, false);
+	}
+}
+
+static void
+write_conflicts(Graph *g, IngestMessage *msgs, int n)
+{
+	ArrayBuild	ev,
+				pid,
+				ident,
+				reason,
+				detail;
+	ListCell   *lc;
+
+	ab_init(&ev, INT8OID);
+	ab_init(&pid, INT8OID);
+	ab_init(&ident, identifier_type_oid());
+	ab_init(&reason, TEXTOID);
+	ab_init(&detail, TEXTOID);
+	foreach(lc, g->conflicts)
+	{
+		GraphConflict *c = lfirst(lc);
+		int64		p = graph_resolve(g, c->profile_id);
+
+		ab_add(&ev, Int64GetDatum(c->event_id), false);
+		ab_add(&pid, Int64GetDatum(p), p == 0);
+		ab_add_text(&ident, c->identifier);
+		ab_add_text(&reason, c->reason);
+		ab_add_text(&detail, c->detail);
+	}
+	for (int i = 0; i < n; i++)
+	{
+		IngestMessage *m = &msgs[i];
+
+		if (!accepted(m))
+			continue;
+		foreach(lc, m->invalid)
+		{
+			InvalidIdentifier *inv = lfirst(lc);
+
+			ab_add(&ev, Int64GetDatum(m->event_id), false);
+			ab_add(&pid, Int64GetDatum(m->profile_id), m->profile_id == 0);
+			ab_add_text(&ident, NULL);
+			ab_add_text(&reason, "invalid");
+			ab_add_text(&detail, psprintf("%s \"%s\": %s", inv->kind, inv->raw, inv->why));
+		}
+	}
+	if (ev.n > 0)
+	{
+		Oid			types[6] = {INT8ARRAYOID, INT8ARRAYOID, IDENTIFIER_ARRAY_PLACEHOLDER, TEXTARRAYOID,
+		TEXTARRAYOID, TIMESTAMPTZOID};
+		Datum		args[6] = {ab_result(&ev), ab_result(&pid), ab_result(&ident), ab_result(&reason),
+		ab_result(&detail), TimestampTzGetDatum(GetCurrentTransactionStartTimestamp())};
+
+		store_exec(PLAN_INSERT_CONFLICTS,
+				   "INSERT INTO cdp.identity_conflicts (event_id, profile_id, identifier, reason, detail, recorded_at) "
+				   "SELECT e, p, i, r, d, $6 FROM unnest($1, $2, $3, $4, $5) AS u(e, p, i, r, d)",
+				   6, types, args, NULL, false);
+	}
+}
+
+void
+identity_process(IngestMessage *msgs, int n, IngestStats *stats)
+{
+	const char **keys;
+	int			nkeys = 0;
+	int			nparsed = 0;
+	IdentityRules *rules;
+	Graph	   *g;
+
+	/* Every distinct identifier the parsed messages carry. */
+	for (int i = 0; i < n; i++)
+		if (msgs[i].error == NULL)
+		{
+			nparsed++;
+			nkeys += msgs[i].nids;
+		}
+	if (nparsed == 0)
+		return;
+
+	keys = palloc(sizeof(char *) * Max(nkeys, 1));
+	nkeys = 0;
+	for (int i = 0; i < n; i++)
+		if (msgs[i].error == NULL)
+			for (int j = 0; j < msgs[i].nids; j++)
+				keys[nkeys++] = msgs[i].ids[j];
+	qsort(keys, nkeys, sizeof(char *), cmp_cstring);
+	{
+		int			m = 0;
+
+		for (int i = 0; i < nkeys; i++)
+			if (m == 0 || strcmp(keys[m - 1], keys[i]) != 0)
+				keys[m++] = keys[i];
+		nkeys = m;
+	}
+
+	rules = rules_load();
+	g = graph_create(rules, nkeys * 2);
+	load_graph(g, keys, nkeys);
+	draw_event_ids(msgs, n, nparsed);
+	mark_duplicates(msgs, n);
+
+	for (int i = 0; i < n; i++)
+	{
+		IngestMessage *m = &msgs[i];
+		GraphMessage gm;
+		const char *reject;
+
+		if (!accepted(m))
+			continue;
+		gm.event_id = m->event_id;
+		gm.occurred_at = m->occurred_at;
+		gm.received_at = m->received_at;
+		gm.source = m->source;
+		gm.nids = m->nids;
+		gm.ids = m->ids;
+		m->profile_id = graph_apply(g, &gm, &reject);
+		if (m->profile_id == 0)
+			m->error = pstrdup(reject);
+	}
+
+	write_profiles_and_merges(g);
+	write_identifiers(g);
+	write_events_and_traits(g, msgs, n);
+	write_profile_updates(g, msgs, n);
+	write_conflicts(g, msgs, n);
+	forget_rejected_message_ids(msgs, n);
+
+	for (int i = 0; i < n; i++)
+	{
+		if (msgs[i].duplicate)
+			stats->duplicates++;
+		else if (msgs[i].error != NULL)
+			stats->rejected++;
+		else
+			stats->accepted++;
+	}
+	stats->new_profiles += g->nnew_profiles;
+	stats->merges += list_length(g->merges);
+	stats->conflicts += list_length(g->conflicts);
+}

@@ -1,0 +1,70 @@
+/*-------------------------------------------------------------------------
+ *
+ * identity.h
+ *	  Identity stitching: messages in, profiles out.
+ *
+ * A message (from cdp.identify(), cdp.track(), cdp.ingest() or the inbox)
+ * is parsed into an IngestMessage; identity_process() resolves a batch of
+ * them against the stored identity graph and writes events, identifiers,
+ * profiles, merges and conflicts in the caller's transaction.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CDP_IDENTITY_H
+#define CDP_IDENTITY_H
+
+#include "datatype/timestamp.h"
+#include "nodes/pg_list.h"
+#include "utils/jsonb.h"
+
+typedef struct IngestMessage
+{
+	/* input */
+	int			index;			/* position in the caller's batch (0-based) */
+	int64		inbox_id;		/* cdp.inbox row, or 0 */
+	const char *type;			/* track, identify, page, screen, group, alias */
+	char	   *event;			/* event name: track's event, else the type */
+	Jsonb	   *properties;		/* what cdp.events shows as properties */
+	Jsonb	   *traits;			/* profile traits to write (identify), or NULL */
+	int			nids;
+	const char **ids;			/* normalised identifiers, "kind:value" */
+	List	   *invalid;		/* InvalidIdentifier *: values that did not normalise */
+	TimestampTz occurred_at;
+	TimestampTz received_at;
+	char	   *source;
+	char	   *message_id;
+
+	/* outcome */
+	char	   *error;			/* rejected: why */
+	bool		duplicate;		/* message id seen before */
+	int64		event_id;
+	int64		profile_id;
+} IngestMessage;
+
+typedef struct InvalidIdentifier
+{
+	char	   *kind;
+	char	   *raw;
+	char	   *why;
+} InvalidIdentifier;
+
+typedef struct IngestStats
+{
+	int64		accepted;
+	int64		rejected;
+	int64		duplicates;
+	int64		new_profiles;
+	int64		merges;
+	int64		conflicts;
+} IngestStats;
+
+/* message.c */
+extern void message_from_jsonb(IngestMessage *m, Jsonb *payload, List *mappings,
+							   const char *default_source);
+extern List *mappings_load(void);
+extern void message_add_identifier(IngestMessage *m, const char *kind, const char *raw, int len);
+
+/* store.c: must be called connected to SPI */
+extern void identity_process(IngestMessage *msgs, int n, IngestStats *stats);
+
+#endif							/* CDP_IDENTITY_H */

@@ -7,8 +7,10 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PG_MAJOR=15
-PG_BINDIR=/usr/lib/postgresql/$PG_MAJOR/bin
-export PG_CONFIG=$PG_BINDIR/pg_config
+# PG_CONFIG picks the server (default: Debian's PostgreSQL 15); everything
+# else -- binaries, install directories -- follows from it.
+export PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/$PG_MAJOR/bin/pg_config}
+PG_BINDIR=$("$PG_CONFIG" --bindir 2>/dev/null || echo /usr/lib/postgresql/$PG_MAJOR/bin)
 
 # Warnings are errors; -Wextra without the checks PostgreSQL's own headers
 # and fmgr conventions trip over.
@@ -43,8 +45,8 @@ ensure_packages() {
 build_install() {
 	[ "$(id -u)" = 0 ] || die "installing the extension needs root (it writes to $($PG_CONFIG --pkglibdir))"
 	say "building cdp"
-	make -C "$ROOT" -s -j"$(nproc)" COPT="$STRICT_COPT" >/dev/null
-	make -C "$ROOT" -s install >/dev/null
+	make -C "$ROOT" -s -j"$(nproc)" COPT="$STRICT_COPT" PG_CONFIG="$PG_CONFIG" >/dev/null
+	make -C "$ROOT" -s install PG_CONFIG="$PG_CONFIG" >/dev/null
 }
 
 # A directory the postgres OS user owns; every parent must be traversable.

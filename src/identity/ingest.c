@@ -112,7 +112,7 @@ run_single(IngestMessage *m)
 							  "JOIN cdp.event_data e ON e.event_id = i.event_id "
 							  "JOIN cdp.profile_data p ON p.profile_id = e.profile_id "
 							  "WHERE i.message_id = $1",
-							  1, &type, &arg, NULL, true, 1);
+							  1, &type, &arg, NULL, false, 1);
 		result = SPI_processed == 1
 			? DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull))
 			: 0;

@@ -282,3 +282,18 @@ AS $$
 $$;
 COMMENT ON FUNCTION cdp.profile(bigint) IS
   'A profile as JSON: identifiers with source and first/last seen, traits, merge history, event count; a merged id shows its survivor';
+
+-- Rebuilding.
+CREATE FUNCTION cdp.restitch() RETURNS jsonb
+  LANGUAGE c VOLATILE
+  SET search_path = pg_catalog, pg_temp
+  AS 'MODULE_PATHNAME', 'cdp_restitch';
+COMMENT ON FUNCTION cdp.restitch() IS
+  'Rebuild the whole identity graph by replaying every event in event-id order under the current cdp.identity_rules; reproduces incremental stitching exactly, or applies changed rules. Blocks ingestion while it runs. Reports counts and duration.';
+
+CREATE FUNCTION cdp.forget_identifier(identifier cdp.identifier) RETURNS jsonb
+  LANGUAGE c VOLATILE STRICT
+  SET search_path = pg_catalog, pg_temp
+  AS 'MODULE_PATHNAME', 'cdp_forget_identifier';
+COMMENT ON FUNCTION cdp.forget_identifier(cdp.identifier) IS
+  'Remove an identifier and every link through it; a profile whose remaining identifiers are no longer connected splits (the part with the oldest event keeps the id) and events follow the identifiers they carry. Events that carried only this identifier are removed.';

@@ -176,10 +176,12 @@ CREATE FUNCTION cdp._create_event_partition(month_start timestamptz) RETURNS voi
   SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  name text := format('event_data_%s', to_char(month_start AT TIME ZONE 'UTC', 'YYYY_MM'));
+  -- Month boundaries in UTC, whatever the session's time zone.
+  lo timestamp := date_trunc('month', month_start AT TIME ZONE 'UTC');
+  name text := format('event_data_%s', to_char(lo, 'YYYY_MM'));
 BEGIN
   EXECUTE format('CREATE TABLE IF NOT EXISTS cdp.%I PARTITION OF cdp.event_data FOR VALUES FROM (%L) TO (%L)',
-                 name, month_start, month_start + interval '1 month');
+                 name, lo AT TIME ZONE 'UTC', (lo + interval '1 month') AT TIME ZONE 'UTC');
 EXCEPTION WHEN duplicate_table OR unique_violation THEN
   NULL;  -- a concurrent session created it first
 END $$;

@@ -187,11 +187,11 @@ SELECT cdp.identify('{crm_id:K-2,phone:+49 30 1234567}');
 SELECT cdp.identify('{email:desk@shop.example,phone:+49 30 1234567}');   -- crm_id limit: refused
 SELECT * FROM pg_temp.graph();
 UPDATE cdp.identity_rules SET max_per_profile = NULL WHERE kind = 'crm_id';
-SELECT cdp.restitch() - 'duration_ms';
+SELECT cdp.restitch() - 'duration_ms' - 'replay_ms' - 'write_ms';
 SELECT * FROM pg_temp.graph();
 UPDATE cdp.identity_rules SET max_per_profile = 1 WHERE kind = 'crm_id';
 UPDATE cdp.identity_rules SET blocked_values = '{desk@shop.example}' WHERE kind = 'email';
-SELECT cdp.restitch() - 'duration_ms';
+SELECT cdp.restitch() - 'duration_ms' - 'replay_ms' - 'write_ms';
 SELECT * FROM pg_temp.graph();
 UPDATE cdp.identity_rules SET blocked_values = '{}' WHERE kind = 'email';
 -- Rules are validated.
@@ -266,6 +266,9 @@ UNION ALL SELECT 'conflicts', count(*) FROM (
 UNION ALL SELECT 'traits', count(*) FROM (
   (SELECT * FROM before_traits EXCEPT ALL SELECT * FROM cdp.trait_data)
   UNION ALL (SELECT * FROM cdp.trait_data EXCEPT ALL SELECT * FROM before_traits)) d;
+
+-- A rebuild that changes nothing writes nothing.
+SELECT cdp.restitch()->'rows_written' AS rows_written_again;
 
 -- The invariants hold: every identifier on one live profile, nothing on a tombstone.
 SELECT (SELECT count(*) FROM cdp.identity_data i JOIN cdp.profile_data p USING (profile_id) WHERE p.merged_into IS NOT NULL) AS idents_on_tombstones,

@@ -306,24 +306,13 @@ write_profiles_and_merges(Graph *g)
 		foreach(lc, g->merges)
 		{
 			GraphMerge *mg = lfirst(lc);
-			StringInfoData buf;
-			ListCell   *lc2;
 
 			ab_add(&m, Int64GetDatum(mg->merged), false);
 			ab_add(&f, Int64GetDatum(graph_resolve(g, mg->merged)), false);
 			ab_add(&into, Int64GetDatum(mg->into), false);
 			ab_add(&ev, Int64GetDatum(mg->event_id), false);
 			ab_add(&at, TimestampTzGetDatum(mg->merged_at), false);
-			initStringInfo(&buf);
-			appendStringInfo(&buf, "{\"event_id\": " INT64_FORMAT ", \"identifiers\": [", mg->event_id);
-			foreach(lc2, mg->linking)
-			{
-				if (lc2 != list_head(mg->linking))
-					appendStringInfoString(&buf, ", ");
-				escape_json(&buf, (const char *) lfirst(lc2));
-			}
-			appendStringInfoString(&buf, "]}");
-			ab_add(&cause, DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)), false);
+			ab_add(&cause, DirectFunctionCall1(jsonb_in, CStringGetDatum(graph_merge_cause(mg))), false);
 		}
 		args2[0] = ab_result(&m);
 		args2[1] = ab_result(&f);

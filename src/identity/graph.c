@@ -25,6 +25,7 @@
 
 #include "common/hashfn.h"
 #include "lib/stringinfo.h"
+#include "utils/json.h"
 #include "utils/memutils.h"
 
 #include "identity/graph.h"
@@ -50,6 +51,7 @@ graph_create(IdentityRules *rules, long expected_idents)
 	HASHCTL		ctl;
 
 	g->cxt = CurrentMemoryContext;
+	g->scratch = AllocSetContextCreate(g->cxt, "cdp identity graph scratch", ALLOCSET_SMALL_SIZES);
 	g->rules = rules;
 
 	memset(&ctl, 0, sizeof(ctl));
@@ -67,7 +69,50 @@ graph_create(IdentityRules *rules, long expected_idents)
 	ctl.hcxt = g->cxt;
 	g->profiles = hash_create("cdp identity graph profiles", Max(expected_idents / 2, 64), &ctl,
 							  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(const char *);
+	ctl.entrysize = sizeof(const char *);
+	ctl.hash = ident_hash;
+	ctl.match = ident_match;
+	ctl.hcxt = g->cxt;
+	g->strings = hash_create("cdp identity graph strings", 64, &ctl,
+							 HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
 	return g;
+}
+
+/* One copy of each distinct string (event sources repeat a lot). */
+const char *
+graph_intern_string(Graph *g, const char *s)
+{
+	bool		found;
+	const char **e;
+
+	if (s == NULL)
+		return NULL;
+	e = hash_search(g->strings, &s, HASH_ENTER, &found);
+	if (!found)
+		*e = MemoryContextStrdup(g->cxt, s);
+	return *e;
+}
+
+/* The audit text of a merge: {"event_id": n, "identifiers": [...linking...]}. */
+char *
+graph_merge_cause(const GraphMerge *mg)
+{
+	StringInfoData buf;
+	ListCell   *lc;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "{\"event_id\": " INT64_FORMAT ", \"identifiers\": [", mg->event_id);
+	foreach(lc, mg->linking)
+	{
+		if (lc != list_head(mg->linking))
+			appendStringInfoString(&buf, ", ");
+		escape_json(&buf, (const char *) lfirst(lc));
+	}
+	appendStringInfoString(&buf, "]}");
+	return buf.data;
 }
 
 GraphProfile *
@@ -173,6 +218,7 @@ static void
 add_conflict(Graph *g, int64 event_id, const char *identifier, const char *reason, char *detail)
 {
 	GraphConflict *c = MemoryContextAlloc(g->cxt, sizeof(GraphConflict));
+	MemoryContext old = MemoryContextSwitchTo(g->cxt);
 
 	c->event_id = event_id;
 	c->profile_id = 0;			/* filled in once the message has landed */
@@ -180,6 +226,7 @@ add_conflict(Graph *g, int64 event_id, const char *identifier, const char *reaso
 	c->reason = reason;
 	c->detail = detail;
 	g->conflicts = lappend(g->conflicts, c);
+	MemoryContextSwitchTo(old);
 }
 
 /* Is ident a better candidate to drop than best?  Lowest priority first. */
@@ -276,9 +323,9 @@ int64
 graph_apply(Graph *g, const GraphMessage *m, const char **reject)
 {
 	IdentityRules *rules = g->rules;
-	MemoryContext old = MemoryContextSwitchTo(g->cxt);
-	GraphIdent **kept = palloc(sizeof(GraphIdent *) * Max(m->nids, 1));
-	GraphProfile **profs = palloc(sizeof(GraphProfile *) * Max(m->nids, 1));
+	MemoryContext old;
+	GraphIdent **kept;
+	GraphProfile **profs;
 	int		   *over;
 	int32	   *totals;
 	int			nkept = 0;
@@ -289,6 +336,12 @@ graph_apply(Graph *g, const GraphMessage *m, const char **reject)
 
 	g->nmessages++;
 	*reject = NULL;
+
+	/* Temporaries live in scratch; conflicts, merges and profiles in cxt. */
+	MemoryContextReset(g->scratch);
+	old = MemoryContextSwitchTo(g->scratch);
+	kept = palloc(sizeof(GraphIdent *) * Max(m->nids, 1));
+	profs = palloc(sizeof(GraphProfile *) * Max(m->nids, 1));
 
 	/* 1. Intern, deduplicate, set blocked values aside. */
 	for (int i = 0; i < m->nids; i++)
@@ -303,12 +356,14 @@ graph_apply(Graph *g, const GraphMessage *m, const char **reject)
 		if (id->blocked == '?')
 		{
 			/* rules may have grown: re-read the index after interning */
-			id->blocked_detail = rules_blocked(rules, id->kind, strchr(id->key, ':') + 1);
-			id->blocked = id->blocked_detail ? 'y' : 'n';
+			const char *why = rules_blocked(rules, id->kind, strchr(id->key, ':') + 1);
+
+			id->blocked_detail = why ? MemoryContextStrdup(g->cxt, why) : NULL;
+			id->blocked = why ? 'y' : 'n';
 		}
 		if (id->blocked == 'y')
 		{
-			add_conflict(g, m->event_id, id->key, "blocked", pstrdup(id->blocked_detail));
+			add_conflict(g, m->event_id, id->key, "blocked", MemoryContextStrdup(g->cxt, id->blocked_detail));
 			continue;
 		}
 		kept[nkept++] = id;
@@ -358,7 +413,7 @@ graph_apply(Graph *g, const GraphMessage *m, const char **reject)
 			for (int i = 0; i < nprofs; i++)
 				appendStringInfo(&detail, "%s " INT64_FORMAT, i ? "," : "", profs[i]->id);
 		}
-		add_conflict(g, m->event_id, drop->key, "limit", detail.data);
+		add_conflict(g, m->event_id, drop->key, "limit", MemoryContextStrdup(g->cxt, detail.data));
 		kept[dropat] = kept[--nkept];
 	}
 
@@ -384,7 +439,8 @@ graph_apply(Graph *g, const GraphMessage *m, const char **reject)
 		for (int i = 1; i < nprofs; i++)
 		{
 			GraphProfile *p = profs[i];
-			GraphMerge *mg = palloc0(sizeof(GraphMerge));
+			GraphMerge *mg = MemoryContextAllocZero(g->cxt, sizeof(GraphMerge));
+			MemoryContext prev = MemoryContextSwitchTo(g->cxt);
 
 			mg->into = target->id;
 			mg->merged = p->id;
@@ -394,6 +450,7 @@ graph_apply(Graph *g, const GraphMessage *m, const char **reject)
 				if (graph_resolve(g, kept[j]->profile_id) == p->id)
 					mg->linking = lappend(mg->linking, (void *) kept[j]->key);
 			g->merges = lappend(g->merges, mg);
+			MemoryContextSwitchTo(prev);
 
 			for (int k = 0; k < p->ncounts; k++)
 				if (p->counts[k] != 0)

@@ -34,6 +34,7 @@ typedef struct RuleKind
 
 typedef struct IdentityRules
 {
+	MemoryContext cxt;			/* where kinds met later are added */
 	RuleKind	deflt;			/* the '*' row */
 	int			nkinds;
 	int			maxkinds;
@@ -110,7 +111,9 @@ typedef struct GraphMessage
 
 typedef struct Graph
 {
-	MemoryContext cxt;
+	MemoryContext cxt;			/* everything that outlives one message */
+	MemoryContext scratch;		/* reset by every graph_apply() */
+	HTAB	   *strings;		/* interned sources */
 	IdentityRules *rules;
 	HTAB	   *idents;			/* const char * -> GraphIdent */
 	HTAB	   *profiles;		/* int64 -> GraphProfile */
@@ -132,6 +135,7 @@ extern GraphProfile *graph_add_profile(Graph *g, int64 id, int64 survivor,
 									   TimestampTz created_at, TimestampTz updated_at);
 extern void graph_add_count(Graph *g, int64 profile_id, const char *kind, int count);
 extern GraphIdent *graph_intern(Graph *g, const char *key);
+extern const char *graph_intern_string(Graph *g, const char *s);
 
 /*
  * Apply one message.  Returns the live profile it lands on, or 0 when no
@@ -140,6 +144,7 @@ extern GraphIdent *graph_intern(Graph *g, const char *key);
 extern int64 graph_apply(Graph *g, const GraphMessage *m, const char **reject);
 
 extern GraphProfile *graph_profile(Graph *g, int64 id);
+extern char *graph_merge_cause(const GraphMerge *mg);
 extern int64 graph_resolve(Graph *g, int64 profile_id);
 
 #endif							/* CDP_IDENTITY_GRAPH_H */

@@ -28,7 +28,7 @@ add_kind(IdentityRules *rules, const RuleKind *k)
 		rules->maxkinds = Max(16, rules->maxkinds * 2);
 		rules->kinds = rules->kinds
 			? repalloc(rules->kinds, rules->maxkinds * sizeof(RuleKind))
-			: palloc(rules->maxkinds * sizeof(RuleKind));
+			: MemoryContextAlloc(rules->cxt, rules->maxkinds * sizeof(RuleKind));
 	}
 	rules->kinds[rules->nkinds++] = *k;
 }
@@ -46,6 +46,7 @@ rules_load(void)
 	IdentityRules *rules = palloc0(sizeof(IdentityRules));
 	int			rc;
 
+	rules->cxt = target;
 	rules->deflt.kind = "*";
 	rules->deflt.priority = 10;
 
@@ -104,7 +105,9 @@ rules_kind_index(IdentityRules *rules, const char *kind, int len)
 
 	/* A kind without a row: the '*' priority and limit, no blocks of its own. */
 	memset(&k, 0, sizeof(k));
-	k.kind = pnstrdup(kind, len);
+	k.kind = MemoryContextAlloc(rules->cxt, len + 1);
+	memcpy(k.kind, kind, len);
+	k.kind[len] = '\0';
 	k.priority = rules->deflt.priority;
 	k.max_per_profile = rules->deflt.max_per_profile;
 	add_kind(rules, &k);

@@ -17,6 +17,7 @@
 #include "utils/guc.h"
 
 #include "cdp.h"
+#include "consent/consent.h"
 #include "types/identifier.h"
 #include "worker/shmem.h"
 
@@ -36,6 +37,26 @@ define_gucs(void)
 							   0,
 							   cdp_check_phone_region, NULL, NULL);
 
+	DefineCustomStringVariable("cdp.purpose",
+							   "What this session reads customer data for (a purpose in cdp.purposes).",
+							   "Members of cdp_analyst see only profiles with consent for this purpose, "
+							   "and nothing while it is empty. Set it per role for BI tools: "
+							   "ALTER ROLE bi SET cdp.purpose = 'analytics'.",
+							   &cdp_purpose,
+							   "",
+							   PGC_USERSET,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("cdp.erasure_in_progress",
+							 "Set by cdp.erase_subject() while it removes ledger entries.",
+							 NULL,
+							 &cdp_erasure_in_progress,
+							 false,
+							 PGC_SUSET,
+							 GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
+							 NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("cdp");
 }
 
@@ -43,6 +64,7 @@ void
 _PG_init(void)
 {
 	define_gucs();
+	ConsentInit();
 
 	/*
 	 * Shared memory and background workers only exist when the library is

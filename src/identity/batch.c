@@ -628,6 +628,22 @@ write_conflicts(Graph *g, IngestMessage *msgs, int n)
 	}
 }
 
+/* Tell the layers above which profiles' identifiers changed. */
+static void
+notify_changes(Graph *g)
+{
+	HASH_SEQ_STATUS seq;
+	GraphProfileEntry *e;
+	int64	   *ids = palloc(sizeof(int64) * Max(hash_get_num_entries(g->profiles), 1));
+	int			n = 0;
+
+	hash_seq_init(&seq, g->profiles);
+	while ((e = hash_seq_search(&seq)) != NULL)
+		if (e->profile->ids_changed)
+			ids[n++] = e->profile->id;
+	identity_changed(ids, n);
+}
+
 void
 identity_process(IngestMessage *msgs, int n, IngestStats *stats)
 {
@@ -694,6 +710,7 @@ identity_process(IngestMessage *msgs, int n, IngestStats *stats)
 	write_profile_updates(g, msgs, n);
 	write_conflicts(g, msgs, n);
 	forget_rejected_message_ids(msgs, n);
+	notify_changes(g);
 
 	for (int i = 0; i < n; i++)
 	{

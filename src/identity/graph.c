@@ -457,6 +457,7 @@ graph_apply(Graph *g, const GraphMessage *m, const char **reject)
 					profile_add_count(g, target, k, p->counts[k]);
 			p->survivor = target->id;
 			p->touched = true;
+			p->ids_changed = target->ids_changed = true;
 		}
 	}
 	target->updated_at = Max(target->updated_at, m->received_at);
@@ -473,6 +474,7 @@ graph_apply(Graph *g, const GraphMessage *m, const char **reject)
 			id->source = m->source;
 			id->dirty = true;
 			profile_add_count(g, target, id->kind, 1);
+			target->ids_changed = true;
 		}
 		else
 		{

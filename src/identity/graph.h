@@ -51,6 +51,7 @@ typedef struct GraphProfile
 	int32	   *counts;			/* identifiers attached, per kind index */
 	bool		is_new;			/* created by this engine run */
 	bool		touched;		/* updated_at changed */
+	bool		ids_changed;	/* identifiers attached, merged in or away */
 } GraphProfile;
 
 typedef struct GraphIdent

@@ -58,6 +58,17 @@ typedef struct IngestStats
 	int64		conflicts;
 } IngestStats;
 
+/*
+ * Upper layers (consent, audiences) keep state derived from which
+ * identifiers a profile has.  Identity never calls up into them: they
+ * register a hook at load time, and identity calls it, in the same
+ * transaction and connected to SPI, with every profile whose identifiers
+ * changed (new identifiers, merges, splits, rebuilds; tombstones included).
+ */
+typedef void (*IdentityChangeHook) (const int64 *profiles, int n);
+extern void identity_add_change_hook(IdentityChangeHook hook);
+extern void identity_changed(const int64 *profiles, int n);
+
 /* message.c */
 extern void message_from_jsonb(IngestMessage *m, Jsonb *payload, List *mappings,
 							   const char *default_source);

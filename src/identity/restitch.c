@@ -264,22 +264,37 @@ str_equal(const char *a, const char *b)
 }
 
 /* identity_data: stored rows are compared with the replayed identifiers. */
+typedef struct IdentDiff
+{
+	ArrayBuild	del;
+	Diff	   *d;
+} IdentDiff;
+
 static void
 diff_identifier(Replay *r, HeapTuple tup, TupleDesc desc, void *arg)
 {
-	Diff	   *d = arg;
+	IdentDiff  *idd = arg;
 	Graph	   *g = r->g;
 	char	   *key = get_cstring(tup, desc, 1);
 	GraphIdentEntry *e = hash_search(g->idents, &key, HASH_FIND, NULL);
 	bool		isnull;
+	int64		stored_profile = get_int8(tup, desc, 2, &isnull);
+	int64		f;
 
 	if (e == NULL || e->ident->profile_id == 0)
 	{
-		ab_add_text(&d->del, key);
+		ab_add_text(&idd->del, key);
+		note_changed(idd->d, stored_profile);
 		return;
 	}
 	e->ident->stored = true;
-	if (graph_resolve(g, e->ident->profile_id) != get_int8(tup, desc, 2, &isnull) ||
+	f = graph_resolve(g, e->ident->profile_id);
+	if (f != stored_profile)
+	{
+		note_changed(idd->d, stored_profile);
+		note_changed(idd->d, f);
+	}
+	if (f != stored_profile ||
 		!str_equal(e->ident->source, get_cstring(tup, desc, 3)) ||
 		e->ident->first_seen != get_ts(tup, desc, 4) ||
 		e->ident->last_seen != get_ts(tup, desc, 5))
@@ -287,10 +302,10 @@ diff_identifier(Replay *r, HeapTuple tup, TupleDesc desc, void *arg)
 }
 
 static void
-write_identifiers(Replay *r, RebuildStats *st)
+write_identifiers(Replay *r, Diff *changes, RebuildStats *st)
 {
 	Graph	   *g = r->g;
-	Diff		d = {0};
+	IdentDiff	d = {.d = changes};
 	HASH_SEQ_STATUS seq;
 	GraphIdentEntry *ie;
 	ArrayBuild	a1,
@@ -337,6 +352,8 @@ write_identifiers(Replay *r, RebuildStats *st)
 		st->identifiers++;
 		if (id->stored && !id->dirty)
 			continue;
+		if (!id->stored)
+			note_changed(changes, graph_resolve(g, id->profile_id));
 		ab_add_text(&a1, id->key);
 		ab_add(&a2, PointerGetDatum(cstring_to_text_with_len(id->key, strchr(id->key, ':') - id->key)), false);
 		ab_add(&a3, Int64GetDatum(graph_resolve(g, id->profile_id)), false);
@@ -803,13 +820,24 @@ static void
 write_rebuild(Replay *r, RebuildStats *st)
 {
 	Diff		d = {0};
+	Diff		idchanges = {0};
+	int64	   *ids;
+	int			n = 0;
+	ListCell   *lc;
 
-	write_identifiers(r, st);
+	write_identifiers(r, &idchanges, st);
 	write_profiles(r, &d, st);
 	write_events(r, &d, st);
 	write_traits(r, &d);
 	write_merges(r, st);
 	write_conflicts(r, st);
+
+	ids = palloc(sizeof(int64) * Max(list_length(idchanges.changed_profiles) + list_length(d.changed_profiles), 1));
+	foreach(lc, idchanges.changed_profiles)
+		ids[n++] = *(int64 *) lfirst(lc);
+	foreach(lc, d.changed_profiles)
+		ids[n++] = *(int64 *) lfirst(lc);
+	identity_changed(ids, n);
 }
 
 static Replay *

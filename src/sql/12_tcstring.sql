@@ -42,3 +42,8 @@ COMMENT ON FUNCTION cdp.tcf_purpose_legitimate_interest(cdp.tcstring, integer) I
 CREATE FUNCTION cdp.tcf_vendor_consent(cdp.tcstring, vendor integer) RETURNS boolean
   LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'tcstring_vendor_consent';
 COMMENT ON FUNCTION cdp.tcf_vendor_consent(cdp.tcstring, integer) IS 'Does the TC string give consent to this vendor (GVL id)?';
+
+CREATE FUNCTION cdp.tcf_vendor_legitimate_interest(cdp.tcstring, vendor integer) RETURNS boolean
+  LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'tcstring_vendor_legitimate_interest';
+COMMENT ON FUNCTION cdp.tcf_vendor_legitimate_interest(cdp.tcstring, integer) IS
+  'Was legitimate interest established for this vendor (GVL id)?';

@@ -218,3 +218,13 @@ tcstring_vendor_consent(PG_FUNCTION_ARGS)
 	decode_datum(PG_GETARG_DATUM(0), &d);
 	PG_RETURN_BOOL(tcf_idset_contains(&d.vendor_consents, PG_GETARG_INT32(1)));
 }
+
+PG_FUNCTION_INFO_V1(tcstring_vendor_legitimate_interest);
+Datum
+tcstring_vendor_legitimate_interest(PG_FUNCTION_ARGS)
+{
+	TcfDecoded	d;
+
+	decode_datum(PG_GETARG_DATUM(0), &d);
+	PG_RETURN_BOOL(tcf_idset_contains(&d.vendor_legitimate_interests, PG_GETARG_INT32(1)));
+}

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * worker.h
- *	  The cdp background worker: its settings and its registration.
+ *	  The cdp background worker: its settings, its registration and how a
+ *	  backend wakes it.
  *
  *-------------------------------------------------------------------------
  */
@@ -20,5 +21,8 @@ extern void CdpWorkerRegister(void);
 
 /* Entry point the postmaster starts the worker with. */
 extern PGDLLEXPORT void cdp_worker_main(Datum main_arg);
+
+/* Set the worker's latch now (no-op when it is not running). */
+extern void CdpWorkerWake(void);
 
 #endif							/* CDP_WORKER_H */

@@ -41,6 +41,8 @@ typedef struct CdpSharedState
 	LWLock	   *lock;			/* protects the fields below */
 	TimestampTz started_at;		/* when the postmaster set this up */
 	CdpWorkerState worker;
+	bool		worker_connecting;	/* the worker's last attempt to connect to
+									 * cdp.database did not come back */
 } CdpSharedState;
 
 /* NULL unless cdp was preloaded and shared memory is attached. */

@@ -19,12 +19,20 @@
  * every pass is one transaction, nothing a dead or failed pass touched is
  * lost: an inbox row is deleted by the transaction that ingests it.
  *
+ * A cdp.database that does not exist (a typo, or dropped WITH (FORCE)) would
+ * make every restart fail with FATAL, every few seconds.  So when the last
+ * attempt to connect did not come back, the worker connects to no database,
+ * waits quietly until cdp.database can be connected to, and then exits to be
+ * started again (a process cannot connect twice).
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "catalog/pg_database.h"
+#include "commands/dbcommands.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "mb/pg_wchar.h"
@@ -40,6 +48,7 @@
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "worker/shmem.h"
@@ -382,6 +391,78 @@ inbox_pass(bool *more)
 	return processed;
 }
 
+/* Sleep until woken or timeout_ms passed; then handle signals. */
+static bool
+worker_sleep(long timeout_ms)
+{
+	int			rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							   timeout_ms, PG_WAIT_EXTENSION);
+
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		reload_configuration();
+	}
+	return (rc & WL_LATCH_SET) != 0;
+}
+
+/* Whether cdp.database exists and accepts connections (shared catalog). */
+static bool
+database_connectable(void)
+{
+	Oid			dboid;
+	bool		ok = false;
+
+	StartTransactionCommand();
+	dboid = get_database_oid(cdp_database, true);
+	if (OidIsValid(dboid))
+	{
+		HeapTuple	tup = SearchSysCache1(DATABASEOID, ObjectIdGetDatum(dboid));
+
+		if (HeapTupleIsValid(tup))
+		{
+			ok = ((Form_pg_database) GETSTRUCT(tup))->datallowconn;
+			ReleaseSysCache(tup);
+		}
+	}
+	CommitTransactionCommand();
+	return ok;
+}
+
+/*
+ * Connected to no database: wait until cdp.database can be connected to,
+ * then exit so that the postmaster starts the worker again, connecting.
+ */
+static pg_attribute_noreturn() void
+wait_for_database(void)
+{
+	char	   *error = psprintf("database \"%s\" does not exist or does not accept connections",
+								 cdp_database);
+
+	ereport(LOG,
+			(errcode(ERRCODE_UNDEFINED_DATABASE),
+			 errmsg("cdp worker: %s; waiting", error),
+			 errhint("Create the database, or set cdp.database to an existing one and restart the server.")));
+	for (;;)
+	{
+		if (database_connectable())
+		{
+			ereport(LOG,
+					(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+					 errmsg("cdp worker: database \"%s\" is there now; restarting to connect to it",
+							cdp_database)));
+			LWLockAcquire(CdpShared->lock, LW_EXCLUSIVE);
+			CdpShared->worker_connecting = false;
+			LWLockRelease(CdpShared->lock);
+			proc_exit(1);
+		}
+		publish_pass(NULL, 0, error);
+		worker_sleep(cdp_inbox_naptime);
+	}
+}
+
 /*
  * Main entry point of the worker process.
  */
@@ -389,6 +470,7 @@ void
 cdp_worker_main(Datum main_arg)
 {
 	bool		woken = false;
+	bool		last_attempt_failed;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -397,13 +479,24 @@ cdp_worker_main(Datum main_arg)
 	if (CdpShared == NULL)
 		elog(FATAL, "cdp worker: cdp's shared memory is not attached");
 
-	BackgroundWorkerInitializeConnection(cdp_database, NULL, 0);
+	/* Note the attempt: if connecting ends in FATAL, the flag stays set. */
+	LWLockAcquire(CdpShared->lock, LW_EXCLUSIVE);
+	last_attempt_failed = CdpShared->worker_connecting;
+	CdpShared->worker_connecting = true;
+	LWLockRelease(CdpShared->lock);
+
+	BackgroundWorkerInitializeConnection(last_attempt_failed ? NULL : cdp_database, NULL, 0);
 	SetConfigOption("application_name", MyBgworkerEntry->bgw_name,
 					PGC_USERSET, PGC_S_SESSION);
-
 	round_context = AllocSetContextCreate(TopMemoryContext, "cdp worker round",
 										  ALLOCSET_DEFAULT_SIZES);
 	worker_attach();
+	if (last_attempt_failed)
+		wait_for_database();
+
+	LWLockAcquire(CdpShared->lock, LW_EXCLUSIVE);
+	CdpShared->worker_connecting = false;
+	LWLockRelease(CdpShared->lock);
 	ereport(LOG,
 			(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
 			 errmsg("cdp worker: started in database \"%s\"", cdp_database)));
@@ -416,25 +509,12 @@ cdp_worker_main(Datum main_arg)
 		MemoryContextReset(round_context);
 
 		timeout = run_due_passes(woken);
-		woken = false;
 
-		/* A pass that handled a full batch runs again without sleeping. */
-		if (timeout > 0)
-		{
-			int			rc = WaitLatch(MyLatch,
-									   WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-									   timeout, PG_WAIT_EXTENSION);
-
-			ResetLatch(MyLatch);
-			woken = (rc & WL_LATCH_SET) != 0;
-		}
-
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			reload_configuration();
-		}
+		/*
+		 * After a full batch the timeout is 0: no sleep, only a look at the
+		 * latch and the signals.
+		 */
+		woken = worker_sleep(timeout);
 	}
 }
 

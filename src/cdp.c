@@ -20,6 +20,7 @@
 #include "consent/consent.h"
 #include "types/identifier.h"
 #include "worker/shmem.h"
+#include "worker/worker.h"
 
 PG_MODULE_MAGIC;
 
@@ -57,6 +58,43 @@ define_gucs(void)
 							 GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
 							 NULL, NULL, NULL);
 
+	/*
+	 * The background worker (src/worker/worker.c).  cdp.database can only be
+	 * set at server start, and PostgreSQL refuses to define such a setting
+	 * later (CREATE EXTENSION or LOAD in a server without the preload); it
+	 * would mean nothing there anyway, as no worker runs.
+	 */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomStringVariable("cdp.database",
+								   "Database the cdp background worker connects to.",
+								   "The worker processes cdp.inbox (and, later, audiences) of this one database; "
+								   "run CREATE EXTENSION cdp there.  Takes effect at server start.",
+								   &cdp_database,
+								   "postgres",
+								   PGC_POSTMASTER,
+								   0,
+								   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("cdp.inbox_naptime",
+							"Longest time cdp.inbox waits for the background worker.",
+							"A commit that inserted into cdp.inbox wakes the worker at once; "
+							"otherwise it looks this often.  Also the pause after a failed pass.",
+							&cdp_inbox_naptime,
+							1000, 10, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("cdp.inbox_batch_size",
+							"Most cdp.inbox messages the background worker ingests in one transaction.",
+							"After a full batch the worker starts the next one without sleeping, "
+							"until the inbox is empty.",
+							&cdp_inbox_batch_size,
+							5000, 1, 1000000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("cdp");
 }
 
@@ -76,7 +114,9 @@ _PG_init(void)
 	CdpShmemInit();
 
 	/*
-	 * Background workers are registered here, after shared memory, as each
-	 * stage that needs one (audience evaluation, delivery) comes in.
+	 * Background workers come after shared memory, which they publish their
+	 * state in.  One worker runs every pass (inbox now; audiences, delivery
+	 * as they come in).
 	 */
+	CdpWorkerRegister();
 }

@@ -84,10 +84,48 @@ cdp_require_preload(const char *what)
 				 errhint("Add cdp to shared_preload_libraries in postgresql.conf and restart the server.")));
 }
 
+/* A timestamp as a JSON value: null for 0 (never happened). */
+static void
+append_json_timestamp(StringInfo buf, TimestampTz ts)
+{
+	if (ts == 0)
+		appendStringInfoString(buf, "null");
+	else
+		escape_json(buf, JsonEncodeDateTime(NULL, TimestampTzGetDatum(ts), TIMESTAMPTZOID, NULL));
+}
+
+/* The "workers" array of cdp.status(): empty when the worker is not running. */
+static void
+append_workers(StringInfo buf, const CdpWorkerState *w)
+{
+	appendStringInfoString(buf, "[");
+	if (w->pid != 0)
+	{
+		appendStringInfoString(buf, "{\"name\": \"cdp worker\", \"pid\": ");
+		appendStringInfo(buf, "%d, \"database\": ", (int) w->pid);
+		escape_json(buf, w->database);
+		appendStringInfoString(buf, ", \"started_at\": ");
+		append_json_timestamp(buf, w->started_at);
+		appendStringInfoString(buf, ", \"last_pass_at\": ");
+		append_json_timestamp(buf, w->last_pass_at);
+		appendStringInfo(buf, ", \"passes\": " INT64_FORMAT
+						 ", \"inbox_processed\": " INT64_FORMAT
+						 ", \"inbox_naptime_ms\": %d, \"inbox_batch_size\": %d, \"last_error\": ",
+						 w->passes, w->inbox_processed, w->inbox_naptime, w->inbox_batch_size);
+		if (w->last_error[0] == '\0')
+			appendStringInfoString(buf, "null");
+		else
+			escape_json(buf, w->last_error);
+		appendStringInfoChar(buf, '}');
+	}
+	appendStringInfoChar(buf, ']');
+}
+
 /*
  * cdp.status() RETURNS jsonb
  *
- * What this server's cdp library is and since when its shared state exists.
+ * What this server's cdp library is, since when its shared state exists and
+ * what its background worker is doing.
  */
 PG_FUNCTION_INFO_V1(cdp_status);
 Datum
@@ -95,21 +133,25 @@ cdp_status(PG_FUNCTION_ARGS)
 {
 	StringInfoData buf;
 	TimestampTz started_at;
+	CdpWorkerState worker;
 
 	cdp_require_preload("cdp.status()");
 
+	/* Copy under the lock, format after releasing it. */
 	LWLockAcquire(CdpShared->lock, LW_SHARED);
 	started_at = CdpShared->started_at;
+	worker = CdpShared->worker;
 	LWLockRelease(CdpShared->lock);
 
 	initStringInfo(&buf);
 	appendStringInfoString(&buf, "{\"library_version\": ");
 	escape_json(&buf, CDP_VERSION);
 	appendStringInfoString(&buf, ", \"preloaded\": true, \"shared_state_since\": ");
-	escape_json(&buf, JsonEncodeDateTime(NULL, TimestampTzGetDatum(started_at),
-									 TIMESTAMPTZOID, NULL));
+	append_json_timestamp(&buf, started_at);
 	appendStringInfoString(&buf, ", \"default_phone_region\": ");
 	escape_json(&buf, GetConfigOption("cdp.default_phone_region", false, false));
+	appendStringInfoString(&buf, ", \"workers\": ");
+	append_workers(&buf, &worker);
 	appendStringInfoChar(&buf, '}');
 
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));

@@ -20,6 +20,7 @@
 #include "fmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/jsonb.h"
 
 #include "consent/consent.h"
 #include "identity/identity.h"
@@ -71,4 +72,90 @@ cdp_mask_identifier(PG_FUNCTION_ARGS)
 	memcpy(VARDATA(result), kind, kindlen);
 	memcpy(VARDATA(result) + kindlen, ":***", 4);
 	PG_RETURN_TEXT_P(result);
+}
+
+/*
+ * cdp._mask_identifiers(cdp.identifier[]): each element masked.
+ */
+PG_FUNCTION_INFO_V1(cdp_mask_identifiers);
+Datum
+cdp_mask_identifiers(PG_FUNCTION_ARGS)
+{
+	ArrayType  *arr = PG_GETARG_ARRAYTYPE_P(0);
+	Oid			elemtype = ARR_ELEMTYPE(arr);
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	int			dims[1];
+	int			lbs[1] = {1};
+
+	deconstruct_array(arr, elemtype, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	for (int i = 0; i < n; i++)
+		if (!nulls[i])
+			elems[i] = DirectFunctionCall1(cdp_mask_identifier, elems[i]);
+	dims[0] = n;
+	if (n == 0)
+		PG_RETURN_ARRAYTYPE_P(arr);
+	PG_RETURN_ARRAYTYPE_P(construct_md_array(elems, nulls, 1, dims, lbs, elemtype, -1, false, TYPALIGN_INT));
+}
+
+/*
+ * cdp._mask_traits(doc jsonb, keys text[]): doc with the value of every
+ * top-level key in keys replaced by "***".  Documents without such keys
+ * (most event properties) are returned as they are, without copying.
+ */
+PG_FUNCTION_INFO_V1(cdp_mask_traits);
+Datum
+cdp_mask_traits(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *doc = PG_GETARG_JSONB_P(0);
+	ArrayType  *keys = PG_GETARG_ARRAYTYPE_P(1);
+	Datum	   *kd;
+	bool	   *kn;
+	int			nk;
+	bool		any = false;
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	JsonbParseState *state = NULL;
+	JsonbValue *res = NULL;
+	JsonbValue	masked;
+
+	if (!JB_ROOT_IS_OBJECT(doc) || JB_ROOT_IS_SCALAR(doc))
+		PG_RETURN_JSONB_P(doc);
+	deconstruct_array(keys, TEXTOID, -1, false, TYPALIGN_INT, &kd, &kn, &nk);
+	for (int i = 0; i < nk && !any; i++)
+	{
+		JsonbValue	found;
+
+		if (!kn[i])
+			any = getKeyJsonValueFromContainer(&doc->root, VARDATA_ANY(kd[i]),
+											   VARSIZE_ANY_EXHDR(kd[i]), &found) != NULL;
+	}
+	if (!any)
+		PG_RETURN_JSONB_P(doc);
+
+	masked.type = jbvString;
+	masked.val.string.val = "***";
+	masked.val.string.len = 3;
+
+	it = JsonbIteratorInit(&doc->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+		{
+			bool		pii = false;
+			JsonbValue	value;
+
+			for (int i = 0; i < nk && !pii; i++)
+				pii = !kn[i] && VARSIZE_ANY_EXHDR(kd[i]) == v.val.string.len &&
+					memcmp(VARDATA_ANY(kd[i]), v.val.string.val, v.val.string.len) == 0;
+			pushJsonbValue(&state, WJB_KEY, &v);
+			tok = JsonbIteratorNext(&it, &value, true);
+			res = pushJsonbValue(&state, WJB_VALUE, pii ? &masked : &value);
+		}
+		else
+			res = pushJsonbValue(&state, tok, tok < WJB_BEGIN_ARRAY ? &v : NULL);
+	}
+	PG_RETURN_JSONB_P(JsonbValueToJsonb(res));
 }

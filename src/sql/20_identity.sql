@@ -106,12 +106,13 @@ CREATE TABLE cdp.event_data (
   identifiers cdp.identifier[] NOT NULL,
   received_at timestamptz NOT NULL,
   source      text,
-  message_id  text,
-  PRIMARY KEY (profile_id, event_id, occurred_at)
+  message_id  text
 ) PARTITION BY RANGE (occurred_at);
-CREATE INDEX event_data_event_id ON cdp.event_data (event_id);
+-- Keys are declared per partition (see cdp._create_event_partition): an
+-- index on this extension-owned parent would make pg_dump emit each
+-- partition's inherited key twice and the restore fail.
 COMMENT ON TABLE cdp.event_data IS
-  'Every accepted message (track, identify, page, screen, group, alias) with the identifiers it carried, partitioned by month of occurred_at (partitions are created as needed). Storage: read cdp.events.';
+  'Every accepted message (track, identify, page, screen, group, alias) with the identifiers it carried, partitioned by month of occurred_at (partitions are created as needed, each with primary key (profile_id, event_id, occurred_at) and an index on event_id). Storage: read cdp.events.';
 COMMENT ON COLUMN cdp.event_data.identifiers IS 'All identifiers the message carried, normalised, including those the rules dropped: cdp.restitch() replays them';
 
 -- Idempotent ingestion: a message id is accepted once.
@@ -180,8 +181,15 @@ DECLARE
   lo timestamp := date_trunc('month', month_start AT TIME ZONE 'UTC');
   name text := format('event_data_%s', to_char(lo, 'YYYY_MM'));
 BEGIN
-  EXECUTE format('CREATE TABLE IF NOT EXISTS cdp.%I PARTITION OF cdp.event_data FOR VALUES FROM (%L) TO (%L)',
+  IF to_regclass(format('cdp.%I', name)) IS NOT NULL THEN
+    RETURN;
+  END IF;
+  EXECUTE format('CREATE TABLE cdp.%I PARTITION OF cdp.event_data FOR VALUES FROM (%L) TO (%L)',
                  name, lo AT TIME ZONE 'UTC', (lo + interval '1 month') AT TIME ZONE 'UTC');
+  EXECUTE format('ALTER TABLE cdp.%I ADD PRIMARY KEY (profile_id, event_id, occurred_at)', name);
+  EXECUTE format('CREATE INDEX ON cdp.%I (event_id)', name);
+  EXECUTE format('COMMENT ON TABLE cdp.%I IS %L', name,
+                 format('Events that occurred in %s (UTC); a partition of cdp.event_data', to_char(lo, 'YYYY-MM')));
 EXCEPTION WHEN duplicate_table OR unique_violation THEN
   NULL;  -- a concurrent session created it first
 END $$;

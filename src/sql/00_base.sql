@@ -1,5 +1,18 @@
 -- Base: the schema and what every capability relies on.
 
+-- Roles are cluster-wide: created when missing, kept by DROP EXTENSION.
+-- What each may do is in 90_grants.sql and doc/security.md.
+DO $$
+DECLARE
+  r text;
+BEGIN
+  FOREACH r IN ARRAY ARRAY['cdp_admin', 'cdp_writer', 'cdp_analyst', 'cdp_pii_reader'] LOOP
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = r) THEN
+      EXECUTE format('CREATE ROLE %I NOLOGIN', r);
+    END IF;
+  END LOOP;
+END $$;
+
 COMMENT ON SCHEMA cdp IS
   'cdp: Customer Data Platform — identity stitching, consent-aware views, incremental audiences and activation queues';
 

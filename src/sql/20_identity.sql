@@ -200,7 +200,7 @@ COMMENT ON FUNCTION cdp._create_event_partition(timestamptz) IS
 CREATE FUNCTION cdp.identify(identifiers cdp.identifier[], traits jsonb DEFAULT '{}',
                              occurred_at timestamptz DEFAULT now(), source text DEFAULT NULL,
                              message_id text DEFAULT NULL) RETURNS bigint
-  LANGUAGE c VOLATILE
+  LANGUAGE c VOLATILE SECURITY DEFINER
   SET search_path = pg_catalog, pg_temp
   AS 'MODULE_PATHNAME', 'cdp_identify';
 COMMENT ON FUNCTION cdp.identify(cdp.identifier[], jsonb, timestamptz, text, text) IS
@@ -209,21 +209,21 @@ COMMENT ON FUNCTION cdp.identify(cdp.identifier[], jsonb, timestamptz, text, tex
 CREATE FUNCTION cdp.track(identifiers cdp.identifier[], event text, properties jsonb DEFAULT '{}',
                           occurred_at timestamptz DEFAULT now(), source text DEFAULT NULL,
                           message_id text DEFAULT NULL) RETURNS bigint
-  LANGUAGE c VOLATILE
+  LANGUAGE c VOLATILE SECURITY DEFINER
   SET search_path = pg_catalog, pg_temp
   AS 'MODULE_PATHNAME', 'cdp_track';
 COMMENT ON FUNCTION cdp.track(cdp.identifier[], text, jsonb, timestamptz, text, text) IS
   'Record an event for the profile the identifiers resolve to and return the profile id';
 
 CREATE FUNCTION cdp.ingest(payload jsonb) RETURNS jsonb
-  LANGUAGE c VOLATILE STRICT
+  LANGUAGE c VOLATILE STRICT SECURITY DEFINER
   SET search_path = pg_catalog, pg_temp
   AS 'MODULE_PATHNAME', 'cdp_ingest';
 COMMENT ON FUNCTION cdp.ingest(jsonb) IS
   'Ingest one Segment-spec message or {"batch": [...]}; returns counts and the rejected messages with their index and error (a bad message never aborts the others)';
 
 CREATE FUNCTION cdp.process_inbox(max_messages integer DEFAULT NULL) RETURNS jsonb
-  LANGUAGE c VOLATILE
+  LANGUAGE c VOLATILE SECURITY DEFINER
   SET search_path = pg_catalog, pg_temp
   AS 'MODULE_PATHNAME', 'cdp_process_inbox';
 COMMENT ON FUNCTION cdp.process_inbox(integer) IS
@@ -241,28 +241,6 @@ CREATE FUNCTION cdp.profile_of(identifier cdp.identifier) RETURNS bigint
   SET search_path = pg_catalog, pg_temp
   RETURN (SELECT i.profile_id FROM cdp.identity_data i WHERE i.identifier OPERATOR(cdp.=) profile_of.identifier);
 COMMENT ON FUNCTION cdp.profile_of(cdp.identifier) IS 'The live profile an identifier belongs to; NULL when unknown';
-
--- Read side: always the surviving profile.
-CREATE VIEW cdp.profiles AS
-  SELECT p.profile_id, p.traits,
-         coalesce((SELECT array_agg(i.identifier ORDER BY i.identifier) FROM cdp.identity_data i
-                    WHERE i.profile_id = p.profile_id), '{}') AS identifiers,
-         p.created_at, p.updated_at
-    FROM cdp.profile_data p
-   WHERE p.merged_into IS NULL;
-COMMENT ON VIEW cdp.profiles IS 'Live profiles with their traits and identifiers';
-
-CREATE VIEW cdp.profile_identifiers AS
-  SELECT i.identifier, i.profile_id, i.source, i.first_seen, i.last_seen
-    FROM cdp.identity_data i;
-COMMENT ON VIEW cdp.profile_identifiers IS 'Which live profile each identifier belongs to, where it was first seen and when';
-
-CREATE VIEW cdp.events AS
-  SELECT e.event_id, e.profile_id, e.event, e.properties, e.identifiers, e.occurred_at,
-         e.received_at, e.source, e.message_id, e.type
-    FROM cdp.event_data e;
-COMMENT ON VIEW cdp.events IS
-  'Every accepted message, attributed to the live profile (merges move history to the survivor); type is the Segment message type';
 
 CREATE FUNCTION cdp.profile(profile_id bigint) RETURNS jsonb
   LANGUAGE sql STABLE STRICT
@@ -295,14 +273,14 @@ COMMENT ON FUNCTION cdp.profile(bigint) IS
 
 -- Rebuilding.
 CREATE FUNCTION cdp.restitch() RETURNS jsonb
-  LANGUAGE c VOLATILE
+  LANGUAGE c VOLATILE SECURITY DEFINER
   SET search_path = pg_catalog, pg_temp
   AS 'MODULE_PATHNAME', 'cdp_restitch';
 COMMENT ON FUNCTION cdp.restitch() IS
   'Rebuild the whole identity graph by replaying every event in event-id order under the current cdp.identity_rules; reproduces incremental stitching exactly, or applies changed rules. Blocks ingestion while it runs. Reports counts and duration.';
 
 CREATE FUNCTION cdp.forget_identifier(identifier cdp.identifier) RETURNS jsonb
-  LANGUAGE c VOLATILE STRICT
+  LANGUAGE c VOLATILE STRICT SECURITY DEFINER
   SET search_path = pg_catalog, pg_temp
   AS 'MODULE_PATHNAME', 'cdp_forget_identifier';
 COMMENT ON FUNCTION cdp.forget_identifier(cdp.identifier) IS

@@ -110,7 +110,7 @@ CREATE FUNCTION cdp.record_consent(subject cdp.identifier, purpose text, granted
                                    source text DEFAULT NULL, proof jsonb DEFAULT '{}',
                                    recorded_at timestamptz DEFAULT now(),
                                    expires_at timestamptz DEFAULT NULL) RETURNS bigint
-  LANGUAGE plpgsql
+  LANGUAGE plpgsql SECURITY DEFINER
   SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -147,7 +147,7 @@ COMMENT ON FUNCTION cdp.record_consent(cdp.identifier, text, boolean, text, json
 
 CREATE FUNCTION cdp.record_tcf(subject cdp.identifier, tc cdp.tcstring, source text DEFAULT NULL,
                                vendor_id integer DEFAULT NULL) RETURNS integer
-  LANGUAGE plpgsql
+  LANGUAGE plpgsql SECURITY DEFINER
   SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE

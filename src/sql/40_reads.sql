@@ -1,0 +1,99 @@
+-- Consent-aware reads: the public views over identity's storage.
+--
+-- Readers who may see everything (superusers, the extension owner, members
+-- of cdp_admin) see every live profile.  Everybody else who was granted a
+-- view -- members of cdp_analyst -- sees only profiles with consent for the
+-- session's cdp.purpose, nothing while it is unset, and personal data
+-- masked unless they are also members of cdp_pii_reader.  The views run
+-- with their owner's rights, analysts have no access to the storage
+-- tables, and security_barrier keeps functions in a reader's WHERE clause
+-- from seeing rows the view filters out.  The reader tests are written as
+-- (SELECT ...) so that they are evaluated once per query, not per row.
+
+CREATE TABLE cdp.pii_keys (
+  key text PRIMARY KEY
+);
+COMMENT ON TABLE cdp.pii_keys IS
+  'Top-level trait and property keys holding personal data: masked for readers who are not cdp_pii_reader';
+INSERT INTO cdp.pii_keys VALUES ('email'), ('phone'), ('first_name'), ('last_name'), ('name'), ('address'), ('birthday');
+
+CREATE FUNCTION cdp._reader_sees_all() RETURNS boolean
+  LANGUAGE sql STABLE PARALLEL SAFE
+  SET search_path = pg_catalog, pg_temp
+  RETURN pg_has_role(current_user, 'cdp_admin', 'MEMBER')
+      OR pg_has_role(current_user, (SELECT e.extowner FROM pg_extension e WHERE e.extname = 'cdp'), 'MEMBER');
+COMMENT ON FUNCTION cdp._reader_sees_all() IS
+  'Internal: may the current user see every profile (superuser, extension owner, cdp_admin)?';
+
+CREATE FUNCTION cdp._reader_sees_pii() RETURNS boolean
+  LANGUAGE sql STABLE PARALLEL SAFE
+  SET search_path = pg_catalog, pg_temp
+  RETURN cdp._reader_sees_all() OR pg_has_role(current_user, 'cdp_pii_reader', 'MEMBER');
+COMMENT ON FUNCTION cdp._reader_sees_pii() IS 'Internal: may the current user see personal data unmasked?';
+
+CREATE FUNCTION cdp._reader_purpose() RETURNS text
+  LANGUAGE sql STABLE PARALLEL SAFE
+  SET search_path = pg_catalog, pg_temp
+  RETURN nullif(current_setting('cdp.purpose', true), '');
+COMMENT ON FUNCTION cdp._reader_purpose() IS 'Internal: the session''s cdp.purpose, NULL when unset';
+
+CREATE FUNCTION cdp._pii_keys() RETURNS text[]
+  LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+  SET search_path = pg_catalog, pg_temp
+  RETURN (SELECT coalesce(array_agg(k.key), '{}') FROM cdp.pii_keys k);
+COMMENT ON FUNCTION cdp._pii_keys() IS 'Internal: the keys in cdp.pii_keys';
+
+CREATE FUNCTION cdp._mask_identifier(cdp.identifier) RETURNS cdp.identifier
+  LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'cdp_mask_identifier';
+COMMENT ON FUNCTION cdp._mask_identifier(cdp.identifier) IS 'Internal: the identifier''s kind with its value hidden (email:***)';
+CREATE FUNCTION cdp._mask_identifiers(cdp.identifier[]) RETURNS cdp.identifier[]
+  LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'cdp_mask_identifiers';
+COMMENT ON FUNCTION cdp._mask_identifiers(cdp.identifier[]) IS 'Internal: every identifier masked';
+CREATE FUNCTION cdp._mask_traits(doc jsonb, keys text[]) RETURNS jsonb
+  LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'cdp_mask_traits';
+COMMENT ON FUNCTION cdp._mask_traits(jsonb, text[]) IS 'Internal: the values of these top-level keys replaced by "***"';
+
+-- The profiles a reader may see: all, or those with consent for the purpose.
+CREATE VIEW cdp.profiles WITH (security_barrier) AS
+  SELECT p.profile_id,
+         CASE WHEN (SELECT cdp._reader_sees_pii()) THEN p.traits
+              ELSE cdp._mask_traits(p.traits, (SELECT cdp._pii_keys())) END AS traits,
+         coalesce((SELECT array_agg(CASE WHEN (SELECT cdp._reader_sees_pii()) THEN i.identifier
+                                         ELSE cdp._mask_identifier(i.identifier) END ORDER BY i.identifier)
+                     FROM cdp.identity_data i WHERE i.profile_id = p.profile_id), '{}') AS identifiers,
+         p.created_at, p.updated_at
+    FROM cdp.profile_data p
+   WHERE p.merged_into IS NULL
+     AND ((SELECT cdp._reader_sees_all())
+          OR p.profile_id IN (SELECT s.profile_id FROM cdp.consent_state s
+                               WHERE s.purpose = (SELECT cdp._reader_purpose()) AND s.granted
+                                 AND (s.expires_at IS NULL OR s.expires_at > now())));
+COMMENT ON VIEW cdp.profiles IS
+  'Live profiles with their traits and identifiers; for analysts only those with consent for cdp.purpose, personal data masked unless cdp_pii_reader';
+
+CREATE VIEW cdp.profile_identifiers WITH (security_barrier) AS
+  SELECT CASE WHEN (SELECT cdp._reader_sees_pii()) THEN i.identifier
+              ELSE cdp._mask_identifier(i.identifier) END AS identifier,
+         i.profile_id, i.source, i.first_seen, i.last_seen
+    FROM cdp.identity_data i
+   WHERE (SELECT cdp._reader_sees_all())
+      OR i.profile_id IN (SELECT s.profile_id FROM cdp.consent_state s
+                           WHERE s.purpose = (SELECT cdp._reader_purpose()) AND s.granted
+                             AND (s.expires_at IS NULL OR s.expires_at > now()));
+COMMENT ON VIEW cdp.profile_identifiers IS
+  'Which live profile each identifier belongs to, where it was first seen and when; consent-aware like cdp.profiles';
+
+CREATE VIEW cdp.events WITH (security_barrier) AS
+  SELECT e.event_id, e.profile_id, e.event,
+         CASE WHEN (SELECT cdp._reader_sees_pii()) THEN e.properties
+              ELSE cdp._mask_traits(e.properties, (SELECT cdp._pii_keys())) END AS properties,
+         CASE WHEN (SELECT cdp._reader_sees_pii()) THEN e.identifiers
+              ELSE cdp._mask_identifiers(e.identifiers) END AS identifiers,
+         e.occurred_at, e.received_at, e.source, e.message_id, e.type
+    FROM cdp.event_data e
+   WHERE (SELECT cdp._reader_sees_all())
+      OR e.profile_id IN (SELECT s.profile_id FROM cdp.consent_state s
+                           WHERE s.purpose = (SELECT cdp._reader_purpose()) AND s.granted
+                             AND (s.expires_at IS NULL OR s.expires_at > now()));
+COMMENT ON VIEW cdp.events IS
+  'Every accepted message, attributed to the live profile (merges move history to the survivor); type is the Segment message type; consent-aware like cdp.profiles';

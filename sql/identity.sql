@@ -7,6 +7,7 @@ CREATE FUNCTION pg_temp.reset() RETURNS void LANGUAGE sql AS $$
   TRUNCATE cdp.identity_data, cdp.profile_data, cdp.trait_data, cdp.event_data, cdp.merges,
            cdp.identity_conflicts, cdp.message_ids, cdp.inbox, cdp.inbox_rejects;
   SELECT setval('cdp.event_id_seq', 1, false);
+  SELECT setval('cdp.inbox_inbox_id_seq', 1, false);
 $$;
 SELECT pg_temp.reset();
 
@@ -140,7 +141,8 @@ SELECT cdp.track('{user_id:t1}', 'New', occurred_at => '2026-06-01 00:00:00+00')
 SET timezone = 'UTC';
 SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) AS bound
   FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
- WHERE i.inhparent = 'cdp.event_data'::regclass ORDER BY 1;
+ WHERE i.inhparent = 'cdp.event_data'::regclass AND c.relname IN ('event_data_2019_12', 'event_data_2026_06')
+ ORDER BY 1;
 RESET timezone;
 
 -- 10. Bulk: NDJSON through COPY into cdp.inbox, then cdp.process_inbox().

@@ -186,7 +186,17 @@ write_rebuild(Replay *r, bool full, Datum scope_all, RebuildStats *st)
 	/* 1. Clear the scope. */
 	if (full)
 	{
-		exec_args("TRUNCATE cdp.identity_data, cdp.profile_data, cdp.trait_data, cdp.merges", 0, NULL, NULL);
+		/*
+		 * DELETE, not TRUNCATE: TRUNCATE's ACCESS EXCLUSIVE lock, taken while
+		 * we hold the graph lock, waits for any transaction that has read
+		 * these tables, and deadlocks when that transaction then ingests
+		 * (it waits for the graph lock); it would also empty the tables for
+		 * snapshots taken before it (TRUNCATE is not MVCC-safe).
+		 */
+		exec_args("DELETE FROM cdp.identity_data", 0, NULL, NULL);
+		exec_args("DELETE FROM cdp.profile_data", 0, NULL, NULL);
+		exec_args("DELETE FROM cdp.trait_data", 0, NULL, NULL);
+		exec_args("DELETE FROM cdp.merges", 0, NULL, NULL);
 		exec_args("DELETE FROM cdp.identity_conflicts c USING cdp.event_data e WHERE e.event_id = c.event_id",
 				  0, NULL, NULL);
 	}

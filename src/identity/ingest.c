@@ -361,6 +361,15 @@ cdp_process_inbox(PG_FUNCTION_ARGS)
 		if (n == 0)
 			break;
 
+		/*
+		 * Lock the graph exclusively for the whole call, as any chunk with
+		 * many identifiers does (store.c).  A first chunk with few would
+		 * take it shared, and a later chunk would then upgrade it: two
+		 * calls doing so at once deadlock.
+		 */
+		if (processed == 0)
+			identity_lock_graph(true);
+
 		old = MemoryContextSwitchTo(chunkcxt);
 		msgs = palloc(sizeof(IngestMessage) * n);
 		for (int i = 0; i < n; i++)

@@ -119,13 +119,14 @@ run_single(IngestMessage *m)
 	}
 	else
 		result = m->profile_id;
-	SPI_finish();
 
+	/* m->error lives in SPI's memory: raise before SPI_finish() frees it */
 	if (m->error != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("message rejected: %s", m->error),
 				 errhint("See cdp.identity_conflicts and cdp.identity_rules for why identifiers were not used.")));
+	SPI_finish();
 	return result;
 }
 
@@ -216,6 +217,7 @@ cdp_ingest(PG_FUNCTION_ARGS)
 	JsonbValue	batch;
 	List	   *mappings;
 	bool		first = true;
+	MemoryContext outer = CurrentMemoryContext;
 
 	SPI_connect();
 	mappings = mappings_load();
@@ -257,8 +259,9 @@ cdp_ingest(PG_FUNCTION_ARGS)
 	}
 
 	identity_process(msgs, n, &stats);
-	SPI_finish();
 
+	/* The messages live in SPI's memory: report on them before SPI_finish(). */
+	MemoryContextSwitchTo(outer);
 	initStringInfo(&buf);
 	appendStringInfoChar(&buf, '{');
 	append_stats(&buf, &stats);
@@ -273,6 +276,7 @@ cdp_ingest(PG_FUNCTION_ARGS)
 		first = false;
 	}
 	appendStringInfoString(&buf, "]}");
+	SPI_finish();
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
 }
 

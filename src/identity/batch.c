@@ -8,8 +8,9 @@
  *	2. lock the identifiers the batch carries (store.c), read which
  *	   profiles they belong to and lock those; seed the engine with them;
  *	3. draw event ids in batch order and apply each message (graph.c);
- *	4. write new profiles, merges, identifiers, events, traits and
- *	   conflicts, each with one statement over arrays.
+ *	4. create the event partitions the batch needs, then write new
+ *	   profiles, merges, identifiers, events, traits and conflicts, each
+ *	   with one statement over arrays.
  *
  *-------------------------------------------------------------------------
  */
@@ -421,8 +422,6 @@ write_events_and_traits(Graph *g, IngestMessage *msgs, int n)
 				tt,
 				to,
 				te;
-	TimestampTz *months;
-	int			nmonths = 0;
 
 	ab_init(&pid, INT8OID);
 	ab_init(&eid, INT8OID);
@@ -440,7 +439,6 @@ write_events_and_traits(Graph *g, IngestMessage *msgs, int n)
 	ab_init(&tt, JSONBOID);
 	ab_init(&to, TIMESTAMPTZOID);
 	ab_init(&te, INT8OID);
-	months = palloc(sizeof(TimestampTz) * Max(n, 1));
 
 	for (int i = 0; i < n; i++)
 	{
@@ -449,7 +447,6 @@ write_events_and_traits(Graph *g, IngestMessage *msgs, int n)
 		if (!accepted(m) || m->profile_id == 0)
 			continue;
 		m->profile_id = graph_resolve(g, m->profile_id);
-		months[nmonths++] = m->occurred_at;
 		ab_add(&pid, Int64GetDatum(m->profile_id), false);
 		ab_add(&eid, Int64GetDatum(m->event_id), false);
 		ab_add(&occurred, TimestampTzGetDatum(m->occurred_at), false);
@@ -474,7 +471,6 @@ write_events_and_traits(Graph *g, IngestMessage *msgs, int n)
 	if (pid.n == 0)
 		return;
 
-	ensure_event_partitions(months, nmonths);
 	{
 		Oid			types[12] = {INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
 			JSONBARRAYOID, IDENTIFIER_ARRAY_PLACEHOLDER, INT4ARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID,
@@ -506,6 +502,24 @@ write_events_and_traits(Graph *g, IngestMessage *msgs, int n)
 				   "WHERE (excluded.occurred_at, excluded.event_id) > (t.occurred_at, t.event_id)",
 				   4, types, args, NULL, false);
 	}
+}
+
+/*
+ * The event partitions the batch needs, created before anything is written:
+ * creating one locks cdp.event_data ACCESS EXCLUSIVE, so it must not happen
+ * while this transaction already holds a lock on it (a merge updates its
+ * rows), or two batches doing so at once wait for each other.
+ */
+static void
+ensure_partitions(IngestMessage *msgs, int n)
+{
+	TimestampTz *months = palloc(sizeof(TimestampTz) * Max(n, 1));
+	int			nmonths = 0;
+
+	for (int i = 0; i < n; i++)
+		if (accepted(&msgs[i]) && msgs[i].profile_id != 0)
+			months[nmonths++] = msgs[i].occurred_at;
+	ensure_event_partitions(months, nmonths);
 }
 
 /* Touched live profiles: updated_at, and the traits snapshot where it may have changed. */
@@ -704,6 +718,7 @@ identity_process(IngestMessage *msgs, int n, IngestStats *stats)
 			m->error = pstrdup(reject);
 	}
 
+	ensure_partitions(msgs, n);
 	write_profiles_and_merges(g);
 	write_identifiers(g);
 	write_events_and_traits(g, msgs, n);

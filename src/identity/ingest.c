@@ -119,13 +119,14 @@ run_single(IngestMessage *m)
 	}
 	else
 		result = m->profile_id;
-	SPI_finish();
 
+	/* m->error lives in SPI's memory: raise before SPI_finish() frees it */
 	if (m->error != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("message rejected: %s", m->error),
 				 errhint("See cdp.identity_conflicts and cdp.identity_rules for why identifiers were not used.")));
+	SPI_finish();
 	return result;
 }
 
@@ -216,6 +217,7 @@ cdp_ingest(PG_FUNCTION_ARGS)
 	JsonbValue	batch;
 	List	   *mappings;
 	bool		first = true;
+	MemoryContext outer = CurrentMemoryContext;
 
 	SPI_connect();
 	mappings = mappings_load();
@@ -257,8 +259,9 @@ cdp_ingest(PG_FUNCTION_ARGS)
 	}
 
 	identity_process(msgs, n, &stats);
-	SPI_finish();
 
+	/* The messages live in SPI's memory: report on them before SPI_finish(). */
+	MemoryContextSwitchTo(outer);
 	initStringInfo(&buf);
 	appendStringInfoChar(&buf, '{');
 	append_stats(&buf, &stats);
@@ -273,6 +276,7 @@ cdp_ingest(PG_FUNCTION_ARGS)
 		first = false;
 	}
 	appendStringInfoString(&buf, "]}");
+	SPI_finish();
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
 }
 
@@ -360,6 +364,15 @@ cdp_process_inbox(PG_FUNCTION_ARGS)
 		n = (int) SPI_processed;
 		if (n == 0)
 			break;
+
+		/*
+		 * Lock the graph exclusively for the whole call, as any chunk with
+		 * many identifiers does (store.c).  A first chunk with few would
+		 * take it shared, and a later chunk would then upgrade it: two
+		 * calls doing so at once deadlock.
+		 */
+		if (processed == 0)
+			identity_lock_graph(true);
 
 		old = MemoryContextSwitchTo(chunkcxt);
 		msgs = palloc(sizeof(IngestMessage) * n);

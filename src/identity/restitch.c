@@ -231,6 +231,15 @@ replay(Replay *r)
 	}
 }
 
+static int
+cmp_int64(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	return x < y ? -1 : (x > y ? 1 : 0);
+}
+
 static bool
 replayed_event(Replay *r, int64 event_id)
 {
@@ -1025,9 +1034,24 @@ cdp_forget_identifier(PG_FUNCTION_ARGS)
 	replay(r);
 	write_rebuild(r, &st);
 
-	exec_args("SELECT coalesce(array_agg(DISTINCT coalesce(p.merged_into, p.profile_id) ORDER BY coalesce(p.merged_into, p.profile_id)), '{}') "
-			  "FROM cdp.profile_data p WHERE p.profile_id = ANY ($1)", 1, t1, &scope_all);
-	profiles_after = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	/* The live profiles the replay left, including ones a split created. */
+	{
+		HASH_SEQ_STATUS seq;
+		GraphProfileEntry *pe;
+		int64	   *live = palloc(sizeof(int64) * Max(hash_get_num_entries(r->g->profiles), 1));
+		int			nlive = 0;
+		ArrayBuild	ab;
+
+		hash_seq_init(&seq, r->g->profiles);
+		while ((pe = hash_seq_search(&seq)) != NULL)
+			if (pe->profile->survivor == 0)
+				live[nlive++] = pe->profile->id;
+		qsort(live, nlive, sizeof(int64), cmp_int64);
+		ab_init(&ab, INT8OID);
+		for (int i = 0; i < nlive; i++)
+			ab_add(&ab, Int64GetDatum(live[i]), false);
+		profiles_after = ab_result(&ab);
+	}
 
 	appendStringInfo(&buf, ", \"found\": true, \"profile_id\": ");
 	if (profile_id != 0)

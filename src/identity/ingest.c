@@ -325,6 +325,7 @@ cdp_process_inbox(PG_FUNCTION_ARGS)
 {
 	int64		limit = PG_ARGISNULL(0) ? PG_INT64_MAX : PG_GETARG_INT32(0);
 	int64		processed = 0;
+	int64		last_id = 0;
 	IngestStats stats = {0};
 	StringInfoData buf;
 	MemoryContext chunkcxt;
@@ -347,7 +348,6 @@ cdp_process_inbox(PG_FUNCTION_ARGS)
 
 	while (processed < limit)
 	{
-		Oid			type = INT4OID;
 		Datum		arg = Int32GetDatum((int32) Min(INBOX_CHUNK, limit - processed));
 		IngestMessage *msgs;
 		int			n;
@@ -357,10 +357,18 @@ cdp_process_inbox(PG_FUNCTION_ARGS)
 		MemoryContext old;
 
 		/* The chunk's rows stay locked until commit: concurrent callers skip them. */
+		/*
+		 * Resume after the last row taken: the rows this call already
+		 * deleted are dead only once it commits, and an index scan from the
+		 * start would step over all of them for every chunk.
+		 */
+		Oid			types[2] = {INT4OID, INT8OID};
+		Datum		args[2] = {arg, Int64GetDatum(last_id)};
+
 		store_exec(PLAN_INBOX_FETCH,
 				   "SELECT inbox_id, payload, source, received_at FROM cdp.inbox "
-				   "ORDER BY inbox_id LIMIT $1 FOR UPDATE SKIP LOCKED",
-				   1, &type, &arg, NULL, false);
+				   "WHERE inbox_id > $2 ORDER BY inbox_id LIMIT $1 FOR UPDATE SKIP LOCKED",
+				   2, types, args, NULL, false);
 		n = (int) SPI_processed;
 		if (n == 0)
 			break;
@@ -387,6 +395,7 @@ cdp_process_inbox(PG_FUNCTION_ARGS)
 
 			init_message(&msgs[i], i);
 			msgs[i].inbox_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+			last_id = Max(last_id, msgs[i].inbox_id);
 			msgs[i].received_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull));
 			j = parse_json_text(SPI_getvalue(tup, desc, 2), &error);
 			if (j == NULL)

@@ -1,9 +1,13 @@
--- The cdp demo report.  Reads the CRM export (CSV) on standard input.
+-- The cdp demo report.  psql variables: datadir (crm_export.csv,
+-- retail.ndjson), persons and expected_profiles (the data set's ground truth),
+-- tcf_all (a real TCF v2.2 string allowing every purpose).
 \pset footer off
 \set QUIET on
+\set crmfile :datadir '/crm_export.csv'
+\set retailfile :datadir '/retail.ndjson'
 
 CREATE TABLE crm_export (crm_id text, first_name text, last_name text, email text, phone text, country text);
-\copy crm_export FROM pstdin WITH (FORMAT csv, HEADER true)
+COPY crm_export FROM :'crmfile' WITH (FORMAT csv, HEADER true);
 
 -- Every raw value next to its normalised identifier or the rule it breaks.
 -- Phones are read in the customer's country when they lack a country code.
@@ -63,3 +67,147 @@ SELECT crm_id AS "CRM row", raw AS "as written", identifier AS "identifier"
 SELECT identifier AS "identifier", cdp.hashed(identifier) AS "cdp.hashed"
   FROM (SELECT DISTINCT identifier FROM normalised WHERE crm_id IN ('K-1001', 'K-1012') AND error IS NULL) d
  ORDER BY identifier;
+
+
+\echo
+\echo '================================================================'
+\echo ' cdp demo — identity stitching of an omni-channel retail stream'
+\echo '================================================================'
+\echo
+\echo 'Web shop (cookies, then logins), app (device ids), stores (loyalty cards), CRM export'
+\echo '(messy emails and phones), support tickets and the newsletter, as Segment-spec NDJSON.'
+\echo
+
+-- Where this retailer's identifiers live in its messages.
+INSERT INTO cdp.identifier_mappings VALUES
+  ('{traits,crm_id}', 'crm_id'), ('{traits,loyalty_id}', 'loyalty_id'),
+  ('{context,traits,loyalty_id}', 'loyalty_id'), ('{properties,loyalty_id}', 'loyalty_id'),
+  ('{context,traits,phone}', 'phone');
+INSERT INTO cdp.identity_rules (kind, priority, max_per_profile) VALUES ('loyalty_id', 2, 1);
+INSERT INTO cdp.pii_keys VALUES ('crm_id'), ('loyalty_id');
+
+COPY cdp.inbox (payload) FROM :'retailfile' WITH (FORMAT csv, QUOTE E'\x01', DELIMITER E'\x02');
+CREATE TEMP TABLE run AS SELECT cdp.process_inbox() AS r;
+
+SELECT (r->>'processed')::int AS "messages", (r->>'accepted')::int AS "accepted",
+       (r->>'duplicates')::int AS "re-sent (stored once)", (r->>'rejected')::int AS "rejected",
+       (r->>'merges')::int AS "merges", (r->>'conflicts')::int AS "refused links"
+  FROM run;
+
+\echo
+\echo 'Profiles before and after stitching'
+\echo '-----------------------------------'
+SELECT (SELECT count(*) FROM cdp.profile_identifiers) AS "identifiers seen (one per silo record)",
+       (SELECT count(*) FROM cdp.profiles) AS "profiles after stitching",
+       :expected_profiles AS "ground truth: connected facets",
+       :persons AS "ground truth: people";
+
+\echo
+\echo 'Why some messages were rejected (set aside in cdp.inbox_rejects, the rest kept)'
+\echo '-----------------------------------------------------------------------------'
+SELECT regexp_replace(error, '"[^"]*"', '"…"', 'g') AS "reason", count(*) AS "messages"
+  FROM cdp.inbox_rejects GROUP BY 1 ORDER BY 2 DESC, 1;
+
+\echo
+\echo 'Merges, explained (cdp.merges): what linked two profiles'
+\echo '--------------------------------------------------------'
+SELECT m.profile_id AS "survivor", m.merged_profile_id AS "merged",
+       CASE WHEN e.type IN ('track', 'page', 'screen') THEN e.type || ' ' || e.event ELSE e.type END AS "by message",
+       e.source AS "channel", (SELECT string_agg(x, ', ') FROM jsonb_array_elements_text(m.cause->'identifiers') x) AS "linking identifiers"
+  FROM cdp.merges m JOIN cdp.events e ON e.event_id = m.event_id
+ ORDER BY m.merged_at, m.merged_profile_id LIMIT 6;
+
+\echo
+\echo 'Refused links (cdp.identity_conflicts): merge protection at work'
+\echo '----------------------------------------------------------------'
+SELECT reason AS "reason", count(*) AS "times", min(identifier::text) AS "e.g. identifier",
+       min(detail) AS "e.g. why"
+  FROM cdp.identity_conflicts GROUP BY reason ORDER BY 2 DESC;
+\echo
+\echo 'The shared family tablets: one device, two customers (never merged)'
+SELECT c.identifier AS "device", string_agg(DISTINCT i.identifier::text, ', ') AS "user ids kept apart"
+  FROM cdp.identity_conflicts c
+  JOIN cdp.events e ON e.event_id = c.event_id
+  JOIN cdp.profile_identifiers i ON i.profile_id IN (e.profile_id, cdp.profile_of(c.identifier)) AND i.identifier::text LIKE 'user_id:%'
+ WHERE c.reason = 'limit' AND c.identifier::text LIKE 'device_id:%'
+ GROUP BY 1 ORDER BY 1 LIMIT 3;
+
+\echo
+\echo 'Largest profiles'
+\echo '----------------'
+SELECT p.profile_id AS "profile",
+       (SELECT string_agg(k || '×' || n, ' ') FROM (SELECT cdp.identifier_kind(x) AS k, count(*) AS n
+          FROM unnest(p.identifiers) x GROUP BY 1 ORDER BY 1) s) AS "identifiers",
+       (SELECT count(*) FROM cdp.events e WHERE e.profile_id = p.profile_id) AS "events",
+       (SELECT string_agg(DISTINCT e.source, ', ') FROM cdp.events e WHERE e.profile_id = p.profile_id) AS "channels",
+       p.traits->>'first_name' AS "first name", p.traits->>'city' AS "city"
+  FROM cdp.profiles p ORDER BY cardinality(p.identifiers) DESC, p.profile_id LIMIT 5;
+
+\echo
+\echo 'Rebuilding the whole graph from the events gives the same result (cdp.restitch(): nothing to change)'
+SELECT r->'profiles' AS "profiles", r->'merges' AS "merges", r->'rows_written' AS "rows changed",
+       r->'duration_ms' AS "ms"
+  FROM cdp.restitch() r;
+
+\echo
+\echo '================================================================'
+\echo ' cdp demo — consent: proof, TCF, withdrawal, and what BI can see'
+\echo '================================================================'
+\echo
+
+-- The newsletter form: double opt-in for the subscribers' emails.
+SELECT count(cdp.record_consent(cdp.identifier('email', e.properties->>'email'), 'email_marketing', true, 'newsletter form',
+                                jsonb_build_object('form', 'footer', 'double_opt_in', e.occurred_at)))
+         AS "newsletter opt-ins recorded"
+  FROM (SELECT DISTINCT ON (e.profile_id) e.* FROM cdp.events e
+         WHERE e.type = 'identify' AND e.source = 'newsletter' AND e.properties ? 'email') e
+ WHERE (cdp.parse_identifier('email', e.properties->>'email')).error IS NULL;
+
+-- The web shop's CMP: a TC string allowing TCF purposes 1-11 for 60 % of
+-- the logged-in visitors, one refusing everything but purposes 1, 2, 7 for the rest.
+SELECT count(*) FILTER (WHERE ok) AS "TCF: accepted all", count(*) FILTER (WHERE NOT ok) AS "TCF: refused profiling"
+  FROM (SELECT cdp.record_tcf(i.identifier,
+                 CASE WHEN i.profile_id % 5 < 3
+                      THEN :'tcf_all'
+                      ELSE 'COvzTO5OvzTO5B7ABCENAwEoAMIAAEKAAAqIAAAAAAAA' END::cdp.tcstring, 'web cmp') > 0
+               AND i.profile_id % 5 < 3 AS ok
+          FROM cdp.profile_identifiers i WHERE i.identifier::text LIKE 'user_id:%') s;
+
+-- Somebody changes their mind in the preference center.
+SELECT i.identifier AS "withdraws analytics", cdp.record_consent(i.identifier, 'analytics', false, 'preference center') AS "ledger id"
+  FROM cdp.profile_identifiers i
+ WHERE i.identifier::text LIKE 'user_id:%' AND cdp.has_consent(i.profile_id, 'analytics')
+ ORDER BY i.identifier LIMIT 1;
+
+SELECT purpose AS "purpose", count(*) FILTER (WHERE granted) AS "profiles granted",
+       count(*) FILTER (WHERE status = 'withdrawn') AS "refused or withdrawn", count(*) FILTER (WHERE status = 'missing') AS "no decision (= no)"
+  FROM cdp.consents GROUP BY purpose ORDER BY purpose;
+
+-- A BI role: analytics purpose set once, on the role.
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'demo_bi') THEN CREATE ROLE demo_bi LOGIN IN ROLE cdp_analyst; END IF;
+END $$;
+ALTER ROLE demo_bi SET cdp.purpose = 'analytics';
+
+CREATE TEMP TABLE side_by_side (who text, profiles bigint, events bigint, orders bigint, revenue numeric);
+GRANT INSERT ON side_by_side TO demo_bi;
+INSERT INTO side_by_side SELECT 'admin (sees all)', (SELECT count(*) FROM cdp.profiles), count(*),
+       count(*) FILTER (WHERE event = 'Order Completed'), sum((properties->>'revenue')::numeric) FROM cdp.events;
+SET ROLE demo_bi;
+SET cdp.purpose = 'analytics';
+INSERT INTO side_by_side SELECT 'BI tool (cdp_analyst, analytics)', (SELECT count(*) FROM cdp.profiles), count(*),
+       count(*) FILTER (WHERE event = 'Order Completed'), sum((properties->>'revenue')::numeric) FROM cdp.events;
+RESET ROLE;
+\echo
+\echo 'The same query, as admin and as the BI tool: only consented people, by construction'
+\echo '----------------------------------------------------------------------------------'
+SELECT who AS "reader", profiles AS "profiles", events AS "events", orders AS "orders", round(revenue, 2) AS "revenue" FROM side_by_side;
+
+\echo
+\echo 'What the BI tool sees of a profile: personal data masked'
+SET ROLE demo_bi;
+SET cdp.purpose = 'analytics';
+SELECT profile_id AS "profile", identifiers AS "identifiers", traits - 'customer_since' AS "traits"
+  FROM cdp.profiles WHERE traits ? 'first_name' ORDER BY profile_id LIMIT 3;
+RESET ROLE;
+RESET cdp.purpose;

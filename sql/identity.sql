@@ -237,6 +237,8 @@ BEGIN
     END;
   END LOOP;
 END $$;
+-- Straight after incremental ingestion, a rebuild finds nothing to change.
+SELECT cdp.restitch()->'rows_written' AS rows_written_after_ingestion;
 SELECT cdp.forget_identifier(identifier) - 'identifier' - 'profile_id' - 'profiles_after' AS forget
   FROM cdp.identity_data WHERE kind = 'email' ORDER BY identifier LIMIT 1;
 SELECT count(*) > 50 AS many_profiles, (SELECT count(*) FROM cdp.merges) > 20 AS many_merges,

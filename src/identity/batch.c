@@ -326,6 +326,10 @@ write_profiles_and_merges(Graph *g)
 				   "UPDATE cdp.event_data e SET profile_id = m.f "
 				   "FROM unnest($1, $2) AS m(m, f) WHERE e.profile_id = m.m",
 				   2, types2, args2, NULL, false);
+		store_exec(PLAN_MERGE_CONFLICTS,
+				   "UPDATE cdp.identity_conflicts c SET profile_id = m.f "
+				   "FROM unnest($1, $2) AS m(m, f) WHERE c.profile_id = m.m",
+				   2, types2, args2, NULL, false);
 		store_exec(PLAN_MERGE_TRAITS,
 				   "INSERT INTO cdp.trait_data AS t (profile_id, key, value, occurred_at, event_id) "
 				   "SELECT DISTINCT ON (m.f, d.key) m.f, d.key, d.value, d.occurred_at, d.event_id "

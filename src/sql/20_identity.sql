@@ -147,8 +147,9 @@ CREATE TABLE cdp.identity_conflicts (
 );
 CREATE INDEX identity_conflicts_identifier ON cdp.identity_conflicts (identifier);
 CREATE INDEX identity_conflicts_event ON cdp.identity_conflicts (event_id);
+CREATE INDEX identity_conflicts_profile ON cdp.identity_conflicts (profile_id);
 COMMENT ON TABLE cdp.identity_conflicts IS
-  'Identifiers a message carried but that were not used: blocked values, merges refused by a limit (the lower-priority identifier dropped), invalid values';
+  'Identifiers a message carried but that were not used: blocked values, merges refused by a limit (the lower-priority identifier dropped), invalid values; profile_id is where the message''s event is now (it follows merges)';
 
 -- Bulk ingestion: COPY NDJSON lines into payload, then cdp.process_inbox().
 CREATE TABLE cdp.inbox (

@@ -27,6 +27,9 @@ ICU_LIBS    = $(shell pkg-config --libs icu-uc icu-i18n)
 PG_CPPFLAGS = -I$(srcdir)/src $(ICU_CFLAGS) -DCDP_VERSION=\"$(EXTVERSION)\"
 SHLIB_LINK  = $(ICU_LIBS) -lphonenumber -lcurl -lssl -lcrypto -lstdc++
 
+# Rebuild objects when a header they include changes (PGXS writes .deps/).
+override autodepend = yes
+
 # No LLVM bitcode: the JIT gains nothing from inlining our functions and the
 # build would need clang.
 override with_llvm = no

@@ -621,6 +621,15 @@ write_conflicts(Graph *g, IngestMessage *msgs, int n)
 
 		if (!accepted(m))
 			continue;
+		if (m->nsuppressed > 0)
+		{
+			ab_add(&ev, Int64GetDatum(m->event_id), false);
+			ab_add(&pid, Int64GetDatum(m->profile_id), m->profile_id == 0);
+			ab_add_text(&ident, NULL);
+			ab_add_text(&reason, "suppressed");
+			ab_add_text(&detail, psprintf("%d erased identifier%s dropped (suppressed until cdp.unsuppress())",
+										  m->nsuppressed, m->nsuppressed == 1 ? "" : "s"));
+		}
 		foreach(lc, m->invalid)
 		{
 			InvalidIdentifier *inv = lfirst(lc);
@@ -670,6 +679,8 @@ identity_process(IngestMessage *msgs, int n, IngestStats *stats)
 	int			nparsed = 0;
 	IdentityRules *rules;
 	Graph	   *g;
+
+	identity_drop_suppressed(msgs, n);
 
 	/* Every distinct identifier the parsed messages carry. */
 	for (int i = 0; i < n; i++)

@@ -29,6 +29,7 @@ typedef struct IngestMessage
 	int			nids;
 	const char **ids;			/* normalised identifiers, "kind:value" */
 	List	   *invalid;		/* InvalidIdentifier *: values that did not normalise */
+	int			nsuppressed;	/* erased identifiers dropped (see suppress.c) */
 	TimestampTz occurred_at;
 	TimestampTz received_at;
 	char	   *source;
@@ -74,6 +75,9 @@ extern void message_from_jsonb(IngestMessage *m, Jsonb *payload, List *mappings,
 							   const char *default_source);
 extern List *mappings_load(void);
 extern void message_add_identifier(IngestMessage *m, const char *kind, const char *raw, int len);
+
+/* suppress.c: drop identifiers erased by cdp.erase_subject() */
+extern void identity_drop_suppressed(IngestMessage *msgs, int n);
 
 /* store.c: must be called connected to SPI */
 extern void identity_process(IngestMessage *msgs, int n, IngestStats *stats);

@@ -755,7 +755,7 @@ write_conflicts(Replay *r, RebuildStats *st)
 						 HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
 	if (r->full)
 		for_each_row(r, "SELECT conflict_id, event_id, profile_id, identifier::text, reason, detail "
-					 "FROM cdp.identity_conflicts WHERE reason <> 'invalid'",
+					 "FROM cdp.identity_conflicts WHERE reason NOT IN ('invalid', 'suppressed')",
 					 0, NULL, NULL, load_conflict, stored);
 	else
 	{
@@ -764,7 +764,7 @@ write_conflicts(Replay *r, RebuildStats *st)
 			ab_add(&evs, Int64GetDatum(r->events[i].event_id), false);
 		evarg = ab_result(&evs);
 		for_each_row(r, "SELECT conflict_id, event_id, profile_id, identifier::text, reason, detail "
-					 "FROM cdp.identity_conflicts WHERE reason <> 'invalid' AND event_id = ANY ($1)",
+					 "FROM cdp.identity_conflicts WHERE reason NOT IN ('invalid', 'suppressed') AND event_id = ANY ($1)",
 					 1, t1, &evarg, load_conflict, stored);
 	}
 

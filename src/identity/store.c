@@ -31,6 +31,7 @@
 #include "common/hashfn.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
+#include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/lock.h"
 #include "utils/array.h"
@@ -364,4 +365,17 @@ ensure_event_partitions(const TimestampTz *ts, int n)
 					   1, &argtype, &arg, NULL, false);
 		}
 	}
+}
+
+/*
+ * cdp._lock_identity() RETURNS void: take the identity graph lock
+ * exclusively for the rest of the transaction (cdp.erase_subject() and
+ * other SQL-level operations that rewrite identities).
+ */
+PG_FUNCTION_INFO_V1(cdp_lock_identity);
+Datum
+cdp_lock_identity(PG_FUNCTION_ARGS)
+{
+	identity_lock_graph(true);
+	PG_RETURN_VOID();
 }

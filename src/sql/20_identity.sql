@@ -140,7 +140,7 @@ CREATE TABLE cdp.identity_conflicts (
   event_id    bigint,
   profile_id  bigint,
   identifier  cdp.identifier,
-  reason      text NOT NULL CHECK (reason IN ('blocked', 'limit', 'invalid')),
+  reason      text NOT NULL CHECK (reason IN ('blocked', 'limit', 'invalid', 'suppressed')),
   detail      text NOT NULL,
   recorded_at timestamptz NOT NULL,
   PRIMARY KEY (conflict_id)
@@ -150,6 +150,22 @@ CREATE INDEX identity_conflicts_event ON cdp.identity_conflicts (event_id);
 CREATE INDEX identity_conflicts_profile ON cdp.identity_conflicts (profile_id);
 COMMENT ON TABLE cdp.identity_conflicts IS
   'Identifiers a message carried but that were not used: blocked values, merges refused by a limit (the lower-priority identifier dropped), invalid values; profile_id is where the message''s event is now (it follows merges)';
+
+-- Identifiers erased by cdp.erase_subject(): only their SHA-256 is kept,
+-- and ingestion drops them until cdp.unsuppress().
+CREATE TABLE cdp.suppressed_identifiers (
+  identifier_hash text PRIMARY KEY CHECK (identifier_hash ~ '^[0-9a-f]{64}$'),
+  erasure_id      bigint,
+  suppressed_at   timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE cdp.suppressed_identifiers IS
+  'Lower-case hex SHA-256 of erased identifiers (their kind:value text); ingestion drops them until cdp.unsuppress()';
+
+CREATE FUNCTION cdp._lock_identity() RETURNS void
+  LANGUAGE c VOLATILE
+  AS 'MODULE_PATHNAME', 'cdp_lock_identity';
+COMMENT ON FUNCTION cdp._lock_identity() IS
+  'Internal: lock the identity graph exclusively until the end of the transaction';
 
 -- Bulk ingestion: COPY NDJSON lines into payload, then cdp.process_inbox().
 CREATE TABLE cdp.inbox (

@@ -28,3 +28,7 @@ SELECT pg_catalog.pg_extension_config_dump('cdp.event_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp.identity_conflicts_conflict_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp.inbox_inbox_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp.consent_data_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp.suppressed_identifiers', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp.erasures', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp.erasures_erasure_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp.retention', '');

@@ -95,6 +95,15 @@ define_gucs(void)
 							0,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("cdp.retention_naptime",
+							"How often the background worker deletes events past their retention.",
+							"It runs cdp.apply_retention(): see cdp.retention and cdp.purposes.retention.",
+							&cdp_retention_naptime,
+							3600 * 1000, 1000, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("cdp");
 }
 

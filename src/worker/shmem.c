@@ -110,8 +110,9 @@ append_workers(StringInfo buf, const CdpWorkerState *w)
 		append_json_timestamp(buf, w->last_pass_at);
 		appendStringInfo(buf, ", \"passes\": " INT64_FORMAT
 						 ", \"inbox_processed\": " INT64_FORMAT
+						 ", \"retention_deleted\": " INT64_FORMAT
 						 ", \"inbox_naptime_ms\": %d, \"inbox_batch_size\": %d, \"last_error\": ",
-						 w->passes, w->inbox_processed, w->inbox_naptime, w->inbox_batch_size);
+						 w->passes, w->inbox_processed, w->retention_deleted, w->inbox_naptime, w->inbox_batch_size);
 		if (w->last_error[0] == '\0')
 			appendStringInfoString(buf, "null");
 		else

@@ -30,6 +30,7 @@ typedef struct CdpWorkerState
 	TimestampTz last_pass_at;	/* 0 before its first pass */
 	int64		passes;			/* passes attempted since it started */
 	int64		inbox_processed;	/* inbox messages handled since it started */
+	int64		retention_deleted;	/* events deleted by retention since it started */
 	int			inbox_naptime;	/* settings it runs with, after its last */
 	int			inbox_batch_size;	/* configuration reload */
 	char		last_error[CDP_WORKER_ERROR_LEN];	/* "" if its last pass

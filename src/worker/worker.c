@@ -60,6 +60,7 @@
 char	   *cdp_database = NULL;
 int			cdp_inbox_naptime = 1000;
 int			cdp_inbox_batch_size = 5000;
+int			cdp_retention_naptime = 3600 * 1000;
 
 typedef struct WorkerPass
 {
@@ -77,9 +78,11 @@ typedef struct WorkerPass
 } WorkerPass;
 
 static int64 inbox_pass(bool *more);
+static int64 retention_pass(bool *more);
 
 static const WorkerPass passes[] = {
 	{"inbox", &cdp_inbox_naptime, offsetof(CdpWorkerState, inbox_processed), inbox_pass},
+	{"retention", &cdp_retention_naptime, offsetof(CdpWorkerState, retention_deleted), retention_pass},
 };
 
 #define NPASSES ((int) lengthof(passes))
@@ -389,6 +392,22 @@ inbox_pass(bool *more)
 
 	*more = processed >= cdp_inbox_batch_size;
 	return processed;
+}
+
+/* Delete the events whose retention has passed (cdp.apply_retention()). */
+static int64
+retention_pass(bool *more)
+{
+	bool		isnull;
+	int64		deleted;
+
+	pgstat_report_activity(STATE_RUNNING, "SELECT cdp.apply_retention()");
+	if (SPI_execute("SELECT (cdp.apply_retention() ->> 'deleted')::bigint", false, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "cdp worker: cdp.apply_retention() returned no row");
+	deleted = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	*more = false;
+	return isnull ? 0 : deleted;
 }
 
 /* Sleep until woken or timeout_ms passed; then handle signals. */

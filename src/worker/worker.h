@@ -15,6 +15,7 @@
 extern char *cdp_database;
 extern int	cdp_inbox_naptime;
 extern int	cdp_inbox_batch_size;
+extern int	cdp_retention_naptime;
 
 /* Register the worker; only while shared_preload_libraries is processed. */
 extern void CdpWorkerRegister(void);

@@ -211,3 +211,25 @@ SELECT profile_id AS "profile", identifiers AS "identifiers", traits - 'customer
   FROM cdp.profiles WHERE traits ? 'first_name' ORDER BY profile_id LIMIT 3;
 RESET ROLE;
 RESET cdp.purpose;
+
+\echo
+\echo 'A customer asks what we hold about them (Art. 15), then to be forgotten (Art. 17)'
+\echo '--------------------------------------------------------------------------------'
+CREATE TEMP TABLE subject AS
+  SELECT i.identifier FROM cdp.profile_identifiers i
+   WHERE i.identifier::text LIKE 'email:%'
+     AND (SELECT count(*) FROM cdp.events e WHERE e.profile_id = i.profile_id) > 20
+   ORDER BY i.identifier LIMIT 1;
+SELECT s.identifier AS "subject",
+       jsonb_array_length(x->'profile'->'identifiers') AS "identifiers",
+       jsonb_array_length(x->'events') AS "events",
+       jsonb_array_length(x->'consent_ledger') AS "consent entries",
+       (SELECT string_agg(k, ', ' ORDER BY k) FROM jsonb_object_keys(x) k) AS "export sections"
+  FROM subject s, cdp.export_subject(s.identifier) x;
+SELECT e AS "erasure" FROM subject s, cdp.erase_subject(s.identifier, 'Art. 17 request via support, ticket 4711') e;
+SELECT erased_at::date AS "erased on", reason AS "reason", left(identifier_hashes[1], 16) || '…' AS "what is left: hashes"
+  FROM cdp.erasures;
+\echo 'The same email arriving again from the newsletter is dropped, not stored:'
+SELECT cdp.ingest(jsonb_build_object('type', 'identify', 'traits', jsonb_build_object('email', cdp.identifier_value(s.identifier))))->'rejected'->0->>'error'
+         AS "ingesting the erased email again"
+  FROM subject s;

@@ -41,11 +41,18 @@ normalized_datum(const char *kind, const char *value, int len, const char *input
 {
 	StringInfoData buf;
 	char	   *err;
+	char	   *lkind = pstrdup(kind);
+
+	/* A malformed kind is a malformed identifier: the hint shows the form. */
+	for (char *p = lkind; *p; p++)
+		*p = pg_ascii_tolower(*p);
+	if ((err = identifier_kind_error(lkind)) != NULL)
+		report_invalid(input, err, true);
 
 	initStringInfo(&buf);
 	err = identifier_normalize(kind, value, len, &buf);
 	if (err != NULL)
-		report_invalid(input, err, strncmp(err, "identifier kind", 15) == 0);
+		report_invalid(input, err, false);
 	return PointerGetDatum(cstring_to_text_with_len(buf.data, buf.len));
 }
 

@@ -36,6 +36,9 @@ extern bool cdp_check_phone_region(char **newval, void **extra, GucSource source
 extern char *identifier_normalize(const char *kind, const char *value, int len,
 								  StringInfo out);
 
+/* Why a (lower-case) kind name is not valid, or NULL. */
+extern char *identifier_kind_error(const char *kind);
+
 /* Build a cdp.identifier datum from text input, raising 22P02 on bad input. */
 extern Datum identifier_from_cstring(const char *str);
 

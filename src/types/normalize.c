@@ -410,10 +410,11 @@ normalize_other(const char *kind, const char *s, int len, StringInfo out)
 }
 
 /*
- * Is kind a valid kind name?  It must already be lower-case.
+ * Is kind a valid kind name?  It must already be lower-case.  Returns why
+ * not, or NULL.
  */
-static char *
-check_kind(const char *kind)
+char *
+identifier_kind_error(const char *kind)
 {
 	int			len = strlen(kind);
 
@@ -444,7 +445,7 @@ identifier_normalize(const char *kind, const char *value, int len, StringInfo ou
 	lkind = pstrdup(kind);
 	for (char *p = lkind; *p; p++)
 		*p = pg_ascii_tolower(*p);
-	if ((err = check_kind(lkind)) != NULL)
+	if ((err = identifier_kind_error(lkind)) != NULL)
 		return err;
 
 	/* ICU works on UTF-8; other server encodings are converted both ways. */

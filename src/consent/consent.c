@@ -52,6 +52,29 @@ ConsentInit(void)
 }
 
 /*
+ * cdp._consent_lock_subject(cdp.identifier): before a decision is recorded,
+ * wait for whatever changes the subject's profile (ingestion merging or
+ * splitting it, another decision for it) and lock it until commit, so that
+ * the decision in force is recomputed from every committed ledger entry of
+ * every identifier the profile has.  Returns the profile, NULL if the
+ * subject is unknown.
+ */
+PG_FUNCTION_INFO_V1(cdp_consent_lock_subject);
+Datum
+cdp_consent_lock_subject(PG_FUNCTION_ARGS)
+{
+	char	   *key = text_to_cstring((text *) PG_GETARG_VARLENA_PP(0));
+	int64		pid;
+
+	SPI_connect();
+	pid = identity_lock_subject(key);
+	SPI_finish();
+	if (pid == 0)
+		PG_RETURN_NULL();
+	PG_RETURN_INT64(pid);
+}
+
+/*
  * cdp._mask_identifier(cdp.identifier): the kind with the value hidden,
  * "email:***", for readers who may not see personal data.
  */

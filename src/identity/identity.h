@@ -81,5 +81,6 @@ extern void identity_drop_suppressed(IngestMessage *msgs, int n);
 
 /* store.c: must be called connected to SPI */
 extern void identity_process(IngestMessage *msgs, int n, IngestStats *stats);
+extern int64 identity_lock_subject(const char *key);
 
 #endif							/* CDP_IDENTITY_H */

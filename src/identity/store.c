@@ -16,6 +16,8 @@
  * committed between our read and our lock) is taken without waiting, or
  * else all profile locks are released and retaken in order.  So ingestion
  * never deadlocks, and the graph a batch reads cannot change under it.
+ * Consent decisions take the same locks for their subject
+ * (identity_lock_subject), so they and ingestion take turns per profile.
  *
  * Event ids are drawn after the locks, so for any two batches that touch
  * the same identifiers or profiles the one that committed first also has
@@ -201,6 +203,37 @@ profile_locks_take(ProfileLocks *pl, const int64 *ids, int n)
 			cdp_lock(LOCK_PROFILE, pl->keys[i], ExclusiveLock, true);
 	}
 	return false;
+}
+
+/*
+ * Lock one identifier and the profile it belongs to the way a batch does
+ * (graph shared, identifier, profile), for callers outside ingestion that
+ * derive state from a profile's identifiers (consent decisions).  Returns
+ * the profile, read after the locks so that it is stable until commit, or
+ * 0 when the identifier is unknown (its lock keeps it so).
+ */
+int64
+identity_lock_subject(const char *key)
+{
+	Oid			type = IDENTIFIER_PLACEHOLDER;
+	Datum		arg = CStringGetTextDatum(key);
+	ProfileLocks pl = {0};
+
+	identity_lock_identifiers(&key, 1);
+	for (;;)
+	{
+		int64		pid;
+		bool		isnull;
+
+		store_exec(PLAN_LOCK_SUBJECT,
+				   "SELECT profile_id FROM cdp.identity_data WHERE identifier OPERATOR(cdp.=) $1",
+				   1, &type, &arg, NULL, false);
+		if (SPI_processed == 0)
+			return 0;
+		pid = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		if (profile_locks_take(&pl, &pid, 1))
+			return pid;
+	}
 }
 
 /* ---------- cached SPI plans ---------- */

@@ -106,6 +106,17 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION cdp._check_purpose(text) IS 'Internal: raise 22023 naming the known purposes unless purpose is one';
 
+-- Decisions for a profile and changes to its identifiers take turns (the
+-- identity locks, src/identity/store.c): a decision racing a merge or
+-- another decision for the same profile waits, then recomputes the state
+-- from every committed ledger entry, never from a snapshot missing one
+-- (specs/consent_withdrawal.spec).
+CREATE FUNCTION cdp._consent_lock_subject(subject cdp.identifier) RETURNS bigint
+  LANGUAGE c VOLATILE STRICT
+  AS 'MODULE_PATHNAME', 'cdp_consent_lock_subject';
+COMMENT ON FUNCTION cdp._consent_lock_subject(cdp.identifier) IS
+  'Internal: lock the subject and its profile against concurrent ingestion and decisions until commit (as identity does); returns the profile, NULL if unknown';
+
 CREATE FUNCTION cdp.record_consent(subject cdp.identifier, purpose text, granted boolean,
                                    source text DEFAULT NULL, proof jsonb DEFAULT '{}',
                                    recorded_at timestamptz DEFAULT now(),
@@ -131,7 +142,7 @@ BEGIN
   END IF;
 
   -- Consent may come before any event: an unknown subject gets a profile.
-  pid := cdp.profile_of(subject);
+  pid := cdp._consent_lock_subject(subject);
   IF pid IS NULL THEN
     pid := cdp.identify(ARRAY[subject], '{}', recorded_at, coalesce(source, 'consent'));
   END IF;

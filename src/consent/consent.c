@@ -126,59 +126,193 @@ cdp_mask_identifiers(PG_FUNCTION_ARGS)
  * cdp._mask_traits(doc jsonb, keys text[]): doc with the value of every
  * top-level key in keys replaced by "***".  Documents without such keys
  * (most event properties) are returned as they are, without copying.
+ *
+ * Analysts' reads mask every row they see, so this is on the hot path of
+ * every BI query: the key list is parsed once per query and kept sorted in
+ * jsonb's own key order (length, then bytes), the document's keys are
+ * matched against it in one merge pass, and the masked document is written
+ * straight in jsonb's binary format -- keys as they are, values copied or
+ * replaced -- instead of being decoded and re-encoded.
  */
+typedef struct MaskKeys
+{
+	Size		arrsize;		/* the keys array as last seen, to recognise it */
+	char	   *arr;
+	int			n;
+	const char **key;			/* sorted like jsonb object keys, no duplicates */
+	int		   *len;
+} MaskKeys;
+
+static int
+mask_key_cmp(const char *a, int alen, const char *b, int blen)
+{
+	if (alen != blen)
+		return alen < blen ? -1 : 1;
+	return memcmp(a, b, alen);
+}
+
+static MaskKeys *
+mask_keys(FunctionCallInfo fcinfo, ArrayType *keys)
+{
+	MaskKeys   *mk = (MaskKeys *) fcinfo->flinfo->fn_extra;
+	Size		size = VARSIZE(keys);
+	MemoryContext old;
+	Datum	   *kd;
+	bool	   *kn;
+	int			nk;
+
+	if (mk != NULL && mk->arrsize == size && memcmp(mk->arr, keys, size) == 0)
+		return mk;
+
+	old = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
+	mk = palloc0(sizeof(MaskKeys));
+	mk->arrsize = size;
+	mk->arr = palloc(size);
+	memcpy(mk->arr, keys, size);
+	/* the keys point into our copy of the array, which outlives the call */
+	deconstruct_array((ArrayType *) mk->arr, TEXTOID, -1, false, TYPALIGN_INT, &kd, &kn, &nk);
+	mk->key = palloc(sizeof(char *) * Max(nk, 1));
+	mk->len = palloc(sizeof(int) * Max(nk, 1));
+	for (int i = 0; i < nk; i++)
+	{
+		int			j;
+		const char *k;
+		int			klen;
+
+		if (kn[i])
+			continue;
+		k = VARDATA_ANY(kd[i]);
+		klen = VARSIZE_ANY_EXHDR(kd[i]);
+		/* insertion sort: a handful of keys */
+		for (j = mk->n; j > 0 && mask_key_cmp(k, klen, mk->key[j - 1], mk->len[j - 1]) < 0; j--)
+		{
+			mk->key[j] = mk->key[j - 1];
+			mk->len[j] = mk->len[j - 1];
+		}
+		if (j > 0 && mask_key_cmp(k, klen, mk->key[j - 1], mk->len[j - 1]) == 0)
+		{
+			/* a duplicate: close the gap again */
+			for (; j < mk->n; j++)
+			{
+				mk->key[j] = mk->key[j + 1];
+				mk->len[j] = mk->len[j + 1];
+			}
+			continue;
+		}
+		mk->key[j] = k;
+		mk->len[j] = klen;
+		mk->n++;
+	}
+	pfree(kd);
+	pfree(kn);
+	MemoryContextSwitchTo(old);
+	if (fcinfo->flinfo->fn_extra != NULL)
+	{
+		MaskKeys   *prev = (MaskKeys *) fcinfo->flinfo->fn_extra;
+
+		pfree(prev->arr);
+		pfree(prev->key);
+		pfree(prev->len);
+		pfree(prev);
+	}
+	fcinfo->flinfo->fn_extra = mk;
+	return mk;
+}
+
 PG_FUNCTION_INFO_V1(cdp_mask_traits);
 Datum
 cdp_mask_traits(PG_FUNCTION_ARGS)
 {
 	Jsonb	   *doc = PG_GETARG_JSONB_P(0);
-	ArrayType  *keys = PG_GETARG_ARRAYTYPE_P(1);
-	Datum	   *kd;
-	bool	   *kn;
-	int			nk;
-	bool		any = false;
-	JsonbIterator *it;
-	JsonbValue	v;
-	JsonbIteratorToken tok;
-	JsonbParseState *state = NULL;
-	JsonbValue *res = NULL;
-	JsonbValue	masked;
+	MaskKeys   *mk = mask_keys(fcinfo, PG_GETARG_ARRAYTYPE_P(1));
+	JsonbContainer *jc = &doc->root;
+	int			n = JsonContainerSize(jc);
+	const char *base = (const char *) &jc->children[2 * n];
+	bool	   *masked;
+	int			nmasked = 0;
+	Size		cap;
+	Jsonb	   *res;
+	char	   *out;
+	uint32		off;
 
-	if (!JB_ROOT_IS_OBJECT(doc) || JB_ROOT_IS_SCALAR(doc))
-		PG_RETURN_JSONB_P(doc);
-	deconstruct_array(keys, TEXTOID, -1, false, TYPALIGN_INT, &kd, &kn, &nk);
-	for (int i = 0; i < nk && !any; i++)
-	{
-		JsonbValue	found;
-
-		if (!kn[i])
-			any = getKeyJsonValueFromContainer(&doc->root, VARDATA_ANY(kd[i]),
-											   VARSIZE_ANY_EXHDR(kd[i]), &found) != NULL;
-	}
-	if (!any)
+	if (!JB_ROOT_IS_OBJECT(doc) || JB_ROOT_IS_SCALAR(doc) || n == 0 || mk->n == 0)
 		PG_RETURN_JSONB_P(doc);
 
-	masked.type = jbvString;
-	masked.val.string.val = "***";
-	masked.val.string.len = 3;
-
-	it = JsonbIteratorInit(&doc->root);
-	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	/* Keys are stored sorted by (length, bytes): merge with the key list. */
+	masked = palloc0(sizeof(bool) * n);
+	for (int i = 0, k = 0; i < n && k < mk->n;)
 	{
-		if (tok == WJB_KEY)
+		int			c = mask_key_cmp(base + getJsonbOffset(jc, i), getJsonbLength(jc, i),
+									 mk->key[k], mk->len[k]);
+
+		if (c == 0)
 		{
-			bool		pii = false;
-			JsonbValue	value;
+			masked[i++] = true;
+			nmasked++;
+			k++;
+		}
+		else if (c < 0)
+			i++;
+		else
+			k++;
+	}
+	if (nmasked == 0)
+		PG_RETURN_JSONB_P(doc);
 
-			for (int i = 0; i < nk && !pii; i++)
-				pii = !kn[i] && VARSIZE_ANY_EXHDR(kd[i]) == v.val.string.len &&
-					memcmp(VARDATA_ANY(kd[i]), v.val.string.val, v.val.string.len) == 0;
-			pushJsonbValue(&state, WJB_KEY, &v);
-			tok = JsonbIteratorNext(&it, &value, true);
-			res = pushJsonbValue(&state, WJB_VALUE, pii ? &masked : &value);
+	/*
+	 * The result: the same header and key entries and bytes; each value
+	 * copied, or replaced by the string "***".  Numerics and containers
+	 * start int-aligned relative to the data area, so they are re-padded
+	 * where their offset changes.  Every JB_OFFSET_STRIDE'th entry holds
+	 * the end offset instead of the length.
+	 */
+	cap = VARSIZE(doc) + (Size) n * 6;	/* "***" and new padding: 3 + 3 a value at most */
+	res = palloc0(cap);
+	res->root.header = jc->header;
+	memcpy(res->root.children, jc->children, sizeof(JEntry) * n);
+	out = (char *) &res->root.children[2 * n];
+	off = getJsonbOffset(jc, n);	/* the keys' bytes, unchanged */
+	memcpy(out, base, off);
+	for (int i = 0; i < n; i++)
+	{
+		int			idx = n + i;
+		JEntry		je = jc->children[idx];
+		uint32		type = je & JENTRY_TYPEMASK;
+		uint32		start = off;
+
+		if (masked[i])
+		{
+			type = JENTRY_ISSTRING;
+			memcpy(out + off, "***", 3);
+			off += 3;
 		}
 		else
-			res = pushJsonbValue(&state, tok, tok < WJB_BEGIN_ARRAY ? &v : NULL);
+		{
+			uint32		voff = getJsonbOffset(jc, idx);
+			uint32		vlen = getJsonbLength(jc, idx);
+
+			if (JBE_ISNUMERIC(je) || JBE_ISCONTAINER(je))
+			{
+				uint32		skip = INTALIGN(voff) - voff;
+
+				off = INTALIGN(off);	/* padding stays zero */
+				memcpy(out + off, base + voff + skip, vlen - skip);
+				off += vlen - skip;
+			}
+			else
+			{
+				memcpy(out + off, base + voff, vlen);
+				off += vlen;
+			}
+		}
+		if (off > JENTRY_OFFLENMASK)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("masked jsonb object is too large")));
+		res->root.children[idx] = (idx % JB_OFFSET_STRIDE) == 0 ?
+			type | JENTRY_HAS_OFF | off : type | (off - start);
 	}
-	PG_RETURN_JSONB_P(JsonbValueToJsonb(res));
+	Assert((Size) (out + off - (char *) res) <= cap);
+	SET_VARSIZE(res, out + off - (char *) res);
+	PG_RETURN_JSONB_P(res);
 }

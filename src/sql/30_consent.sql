@@ -73,7 +73,9 @@ CREATE TABLE cdp.consent_state (
   ledger_id   bigint NOT NULL,
   PRIMARY KEY (profile_id, purpose)
 );
-CREATE INDEX consent_state_granted ON cdp.consent_state (purpose, profile_id) WHERE granted;
+-- Who has consent for a purpose: what consent-aware reads join with
+-- (src/sql/40_reads.sql), read from the index alone.
+CREATE INDEX consent_state_granted ON cdp.consent_state (purpose, profile_id) INCLUDE (expires_at) WHERE granted;
 COMMENT ON TABLE cdp.consent_state IS
   'The latest decision per live profile and purpose across all of its identifiers (derived from the ledger). Storage: read cdp.consents.';
 

@@ -9,6 +9,16 @@
 -- tables, and security_barrier keeps functions in a reader's WHERE clause
 -- from seeing rows the view filters out.  The reader tests are written as
 -- (SELECT ...) so that they are evaluated once per query, not per row.
+--
+-- Each view is two branches, UNION ALL, of which one runs: readers who see
+-- everything get the storage as it is (no consent test, nothing to mask);
+-- everybody else gets it joined with the profiles that have consent for
+-- the purpose.  As a join (a semi-join) rather than "sees all OR profile
+-- IN (...)", the consented profiles are read once per query from the
+-- index consent_state_granted, not once per event partition, and the
+-- planner picks the join method by size.  A branch whose test is false is
+-- not executed at all, and columns a query does not use are not computed
+-- (masking included).  bench/consent measures the cost against the owner.
 
 CREATE TABLE cdp.pii_keys (
   key text PRIMARY KEY
@@ -55,44 +65,61 @@ COMMENT ON FUNCTION cdp._mask_traits(jsonb, text[]) IS 'Internal: the values of 
 
 -- The profiles a reader may see: all, or those with consent for the purpose.
 CREATE VIEW cdp.profiles WITH (security_barrier) AS
-  SELECT p.profile_id,
-         CASE WHEN (SELECT cdp._reader_sees_pii()) THEN p.traits
-              ELSE cdp._mask_traits(p.traits, (SELECT cdp._pii_keys())) END AS traits,
-         coalesce((SELECT array_agg(CASE WHEN (SELECT cdp._reader_sees_pii()) THEN i.identifier
-                                         ELSE cdp._mask_identifier(i.identifier) END ORDER BY i.identifier)
+  SELECT p.profile_id, p.traits,
+         coalesce((SELECT array_agg(i.identifier ORDER BY i.identifier)
                      FROM cdp.identity_data i WHERE i.profile_id = p.profile_id), '{}') AS identifiers,
          p.created_at, p.updated_at
     FROM cdp.profile_data p
    WHERE p.merged_into IS NULL
-     AND ((SELECT cdp._reader_sees_all())
-          OR p.profile_id IN (SELECT s.profile_id FROM cdp.consent_state s
-                               WHERE s.purpose = (SELECT cdp._reader_purpose()) AND s.granted
-                                 AND (s.expires_at IS NULL OR s.expires_at > now())));
+     AND (SELECT cdp._reader_sees_all())
+  UNION ALL
+  SELECT p.profile_id,
+         CASE WHEN (SELECT cdp._reader_sees_pii()) THEN p.traits
+              ELSE cdp._mask_traits(p.traits, (SELECT cdp._pii_keys())) END,
+         coalesce((SELECT array_agg(CASE WHEN (SELECT cdp._reader_sees_pii()) THEN i.identifier
+                                         ELSE cdp._mask_identifier(i.identifier) END ORDER BY i.identifier)
+                     FROM cdp.identity_data i WHERE i.profile_id = p.profile_id), '{}'),
+         p.created_at, p.updated_at
+    FROM cdp.profile_data p
+   WHERE p.merged_into IS NULL
+     AND NOT (SELECT cdp._reader_sees_all())
+     AND p.profile_id IN (SELECT s.profile_id FROM cdp.consent_state s
+                           WHERE s.purpose = (SELECT cdp._reader_purpose()) AND s.granted
+                             AND (s.expires_at IS NULL OR s.expires_at > now()));
 COMMENT ON VIEW cdp.profiles IS
   'Live profiles with their traits and identifiers; for analysts only those with consent for cdp.purpose, personal data masked unless cdp_pii_reader';
 
 CREATE VIEW cdp.profile_identifiers WITH (security_barrier) AS
-  SELECT CASE WHEN (SELECT cdp._reader_sees_pii()) THEN i.identifier
-              ELSE cdp._mask_identifier(i.identifier) END AS identifier,
-         i.profile_id, i.source, i.first_seen, i.last_seen
+  SELECT i.identifier, i.profile_id, i.source, i.first_seen, i.last_seen
     FROM cdp.identity_data i
    WHERE (SELECT cdp._reader_sees_all())
-      OR i.profile_id IN (SELECT s.profile_id FROM cdp.consent_state s
+  UNION ALL
+  SELECT CASE WHEN (SELECT cdp._reader_sees_pii()) THEN i.identifier
+              ELSE cdp._mask_identifier(i.identifier) END,
+         i.profile_id, i.source, i.first_seen, i.last_seen
+    FROM cdp.identity_data i
+   WHERE NOT (SELECT cdp._reader_sees_all())
+     AND i.profile_id IN (SELECT s.profile_id FROM cdp.consent_state s
                            WHERE s.purpose = (SELECT cdp._reader_purpose()) AND s.granted
                              AND (s.expires_at IS NULL OR s.expires_at > now()));
 COMMENT ON VIEW cdp.profile_identifiers IS
   'Which live profile each identifier belongs to, where it was first seen and when; consent-aware like cdp.profiles';
 
 CREATE VIEW cdp.events WITH (security_barrier) AS
-  SELECT e.event_id, e.profile_id, e.event,
-         CASE WHEN (SELECT cdp._reader_sees_pii()) THEN e.properties
-              ELSE cdp._mask_traits(e.properties, (SELECT cdp._pii_keys())) END AS properties,
-         CASE WHEN (SELECT cdp._reader_sees_pii()) THEN e.identifiers
-              ELSE cdp._mask_identifiers(e.identifiers) END AS identifiers,
+  SELECT e.event_id, e.profile_id, e.event, e.properties, e.identifiers,
          e.occurred_at, e.received_at, e.source, e.message_id, e.type
     FROM cdp.event_data e
    WHERE (SELECT cdp._reader_sees_all())
-      OR e.profile_id IN (SELECT s.profile_id FROM cdp.consent_state s
+  UNION ALL
+  SELECT e.event_id, e.profile_id, e.event,
+         CASE WHEN (SELECT cdp._reader_sees_pii()) THEN e.properties
+              ELSE cdp._mask_traits(e.properties, (SELECT cdp._pii_keys())) END,
+         CASE WHEN (SELECT cdp._reader_sees_pii()) THEN e.identifiers
+              ELSE cdp._mask_identifiers(e.identifiers) END,
+         e.occurred_at, e.received_at, e.source, e.message_id, e.type
+    FROM cdp.event_data e
+   WHERE NOT (SELECT cdp._reader_sees_all())
+     AND e.profile_id IN (SELECT s.profile_id FROM cdp.consent_state s
                            WHERE s.purpose = (SELECT cdp._reader_purpose()) AND s.granted
                              AND (s.expires_at IS NULL OR s.expires_at > now()));
 COMMENT ON VIEW cdp.events IS

@@ -20,6 +20,7 @@
 
 #include "datatype/timestamp.h"
 #include "nodes/pg_list.h"
+#include "regex/regex.h"
 #include "utils/hsearch.h"
 
 /* One row of cdp.identity_rules, or a kind that has none (takes '*'). */
@@ -30,6 +31,7 @@ typedef struct RuleKind
 	int			max_per_profile;	/* 0: no limit */
 	List	   *blocked_values; /* char *, compared case-insensitively */
 	text	   *blocked_pattern;	/* NULL: none */
+	regex_t    *blocked_re;		/* blocked_pattern compiled, on first use */
 } RuleKind;
 
 typedef struct IdentityRules
@@ -39,6 +41,8 @@ typedef struct IdentityRules
 	int			nkinds;
 	int			maxkinds;
 	RuleKind   *kinds;			/* rows of cdp.identity_rules, then kinds seen */
+	pg_wchar   *wbuf;			/* a value being matched against a pattern */
+	int			wbuf_size;
 } IdentityRules;
 
 typedef struct GraphProfile

@@ -12,6 +12,7 @@
 #include "access/htup.h"
 #include "access/tupdesc.h"
 #include "executor/spi.h"
+#include "lib/stringinfo.h"
 #include "utils/builtins.h"
 
 #include "identity/graph.h"
@@ -21,12 +22,12 @@ typedef struct ReplayEvent
 {
 	int64		event_id;
 	int64		old_profile;
-	int64		new_profile;	/* raw engine result; resolve before use */
+	GraphProfile *new_profile;	/* raw engine result; resolve before use */
 	TimestampTz occurred_at;
 	TimestampTz received_at;
 	const char *source;			/* interned */
+	GraphIdent **ids;			/* the identifiers it carries, interned */
 	int			nids;
-	const char **ids;			/* interned identifier keys */
 } ReplayEvent;
 
 typedef struct Replay
@@ -38,6 +39,12 @@ typedef struct Replay
 	int64		nevents;
 	int64		cap;
 	ReplayEvent *events;		/* sorted by event_id once read */
+	char	   *arraybuf;		/* an identifier array copied out of a page */
+	Size		arraybuf_size;
+	int			npending;		/* identifiers read, not interned yet */
+	int			pending_cap;
+	struct PendingIdent *pending;
+	StringInfoData pending_keys;
 } Replay;
 
 typedef struct RebuildStats
@@ -88,6 +95,21 @@ get_cstring(HeapTuple tup, TupleDesc desc, int col)
 	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
 
 	return isnull ? NULL : text_to_cstring((text *) PG_DETOAST_DATUM_PACKED(d));
+}
+
+/*
+ * The bytes of a text-like datum without copying it, unless it is
+ * compressed or stored out of line.
+ */
+static inline void
+text_bytes(Datum d, const char **data, int *len)
+{
+	struct varlena *v = (struct varlena *) DatumGetPointer(d);
+
+	if (VARATT_IS_EXTENDED(v) && !VARATT_IS_SHORT(v))
+		v = pg_detoast_datum_packed(v);
+	*data = VARDATA_ANY(v);
+	*len = VARSIZE_ANY_EXHDR(v);
 }
 
 #endif							/* CDP_IDENTITY_REPLAY_H */

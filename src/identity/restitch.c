@@ -27,19 +27,20 @@
  */
 #include "postgres.h"
 
+#include "access/detoast.h"
 #include "catalog/pg_type.h"
-#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "portability/instr_time.h"
 #include "utils/array.h"
+#include "utils/arrayaccess.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
-#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "identity/bigmem.h"
 #include "identity/graph.h"
 #include "identity/identity.h"
 #include "identity/replay.h"
@@ -77,51 +78,174 @@ for_each_row(Replay *r, const char *sql, int nargs, Oid *types, Datum *args, Row
 	SPI_cursor_close(portal);
 }
 
+/*
+ * An identifier array as stored, without a copy when it can be read in
+ * place: a short varlena header (unaligned data) is copied to r->arraybuf,
+ * a compressed or out-of-line array is detoasted (into the scratch context).
+ */
+static ArrayType *
+stored_array(Replay *r, Datum d)
+{
+	struct varlena *v = (struct varlena *) DatumGetPointer(d);
+
+	if (VARATT_IS_SHORT(v))
+	{
+		Size		len = VARSIZE_SHORT(v) - VARHDRSZ_SHORT;
+
+		if (len + VARHDRSZ > r->arraybuf_size)
+		{
+			r->arraybuf_size = Max(1024, (len + VARHDRSZ) * 2);
+			r->arraybuf = MemoryContextAlloc(r->g->cxt, r->arraybuf_size);
+		}
+		SET_VARSIZE(r->arraybuf, len + VARHDRSZ);
+		memcpy(VARDATA(r->arraybuf), VARDATA_SHORT(v), len);
+		return (ArrayType *) r->arraybuf;
+	}
+	if (VARATT_IS_EXTENDED(v))
+		return (ArrayType *) detoast_attr(v);
+	return (ArrayType *) v;
+}
+
+/*
+ * Identifiers are interned a batch at a time, their hash slots and entries
+ * fetched ahead (see graph_prefetch_slot()), in the order read.
+ */
+#define PENDING_MAX 256
+
+typedef struct PendingIdent
+{
+	int64		event;			/* index in r->events */
+	int			pos;			/* in its ids[] */
+	int			key;			/* offset in r->pending_keys */
+	int			keylen;
+	uint32		hash;
+} PendingIdent;
+
 static void
-read_event(Replay *r, HeapTuple tup, TupleDesc desc, void *arg)
+intern_pending(Replay *r)
 {
 	Graph	   *g = r->g;
-	MemoryContext old = MemoryContextSwitchTo(g->cxt);
+
+	for (int i = 0; i < r->npending; i++)
+		graph_prefetch_ident(g, r->pending[i].hash);
+	for (int i = 0; i < r->npending; i++)
+	{
+		PendingIdent *p = &r->pending[i];
+
+		r->events[p->event].ids[p->pos] =
+			graph_intern_hashed(g, r->pending_keys.data + p->key, p->keylen, p->hash);
+	}
+	r->npending = 0;
+	if (r->pending != NULL)
+		resetStringInfo(&r->pending_keys);
+}
+
+/* One stored event into r->events; its identifiers are interned later. */
+static void
+add_event(Replay *r, int64 event_id, int64 profile_id, TimestampTz occurred_at,
+		  TimestampTz received_at, Datum source, bool source_null, Datum identifiers)
+{
+	Graph	   *g = r->g;
 	ReplayEvent *e;
-	bool		isnull;
-	Datum	   *elems;
-	bool	   *nulls;
+	ArrayType  *arr;
+	array_iter	it;
 	int			n;
-	char	   *source;
 
 	if (r->nevents == r->cap)
 	{
-		r->cap = Max(1024, r->cap * 2);
-		r->events = r->events ? repalloc_huge(r->events, r->cap * sizeof(ReplayEvent))
-			: palloc(r->cap * sizeof(ReplayEvent));
+		int64		cap = Max(1024, r->cap * 2);
+
+		r->events = bigmem_realloc(g->mem, r->events, r->cap * sizeof(ReplayEvent), cap * sizeof(ReplayEvent));
+		r->cap = cap;
 	}
 	e = &r->events[r->nevents++];
-	e->event_id = get_int8(tup, desc, 1, &isnull);
-	e->old_profile = get_int8(tup, desc, 2, &isnull);
-	e->new_profile = 0;
-	e->occurred_at = get_ts(tup, desc, 3);
-	e->received_at = get_ts(tup, desc, 4);
-	source = get_cstring(tup, desc, 5);
-	e->source = graph_intern_string(g, source);
+	e->event_id = event_id;
+	e->old_profile = profile_id;
+	e->new_profile = NULL;
+	e->occurred_at = occurred_at;
+	e->received_at = received_at;
+	e->source = NULL;
+	if (!source_null)
+	{
+		const char *s;
+		int			len;
 
-	deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(tup, desc, 6, &isnull)),
-					  *(Oid *) arg, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
-	e->ids = palloc(sizeof(char *) * Max(n, 1));
+		text_bytes(source, &s, &len);
+		e->source = graph_intern_string_len(g, s, len);
+	}
+
+	arr = stored_array(r, identifiers);
+	n = ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr));
+	if (r->pending == NULL)
+	{
+		r->pending_cap = PENDING_MAX;
+		r->pending = MemoryContextAlloc(g->cxt, sizeof(PendingIdent) * r->pending_cap);
+		initStringInfo(&r->pending_keys);
+	}
+	if (r->npending + n > r->pending_cap)
+	{
+		intern_pending(r);
+		if (n > r->pending_cap)
+		{
+			r->pending_cap = n;
+			r->pending = repalloc_huge(r->pending, sizeof(PendingIdent) * r->pending_cap);
+		}
+	}
+	e->ids = graph_alloc(g, sizeof(GraphIdent *) * Max(n, 1));
 	e->nids = 0;
+	array_iter_setup(&it, (AnyArrayType *) arr);
 	for (int j = 0; j < n; j++)
 	{
-		char	   *key;
+		bool		isnull;
+		Datum		el = array_iter_next(&it, &isnull, j, -1, false, TYPALIGN_INT);
+		PendingIdent *p;
 
-		if (nulls[j])
+		if (isnull)
 			continue;
-		MemoryContextSwitchTo(g->scratch);
-		key = text_to_cstring((text *) PG_DETOAST_DATUM_PACKED(elems[j]));
-		MemoryContextSwitchTo(g->cxt);
-		e->ids[e->nids++] = graph_intern(g, key)->key;
+		p = &r->pending[r->npending++];
+		p->event = r->nevents - 1;
+		p->pos = e->nids++;
+		p->key = r->pending_keys.len;
+		p->keylen = VARSIZE_ANY_EXHDR(DatumGetPointer(el));
+		appendBinaryStringInfo(&r->pending_keys, VARDATA_ANY(DatumGetPointer(el)), p->keylen);
+		p->hash = graph_key_hash(r->pending_keys.data + p->key, p->keylen);
+		graph_prefetch_slot(g, p->hash);
 	}
-	MemoryContextReset(g->scratch);
-	MemoryContextSwitchTo(old);
+	if (r->npending >= PENDING_MAX)
+		intern_pending(r);
+	if ((Pointer) arr != DatumGetPointer(identifiers) && (char *) arr != r->arraybuf)
+		pfree(arr);
 }
+
+static void
+read_event_row(Replay *r, HeapTuple tup, TupleDesc desc, void *arg)
+{
+	bool		isnull;
+	bool		source_null;
+	Datum		source = SPI_getbinval(tup, desc, 5, &source_null);
+
+	add_event(r, get_int8(tup, desc, 1, &isnull), get_int8(tup, desc, 2, &isnull),
+			  get_ts(tup, desc, 3), get_ts(tup, desc, 4), source, source_null,
+			  SPI_getbinval(tup, desc, 6, &isnull));
+}
+
+static const char *const event_columns[] =
+{"event_id", "profile_id", "occurred_at", "received_at", "source", "identifiers"};
+
+static void
+scan_event(void *arg, Datum *v, bool *isnull)
+{
+	add_event((Replay *) arg, DatumGetInt64(v[0]), DatumGetInt64(v[1]), DatumGetTimestampTz(v[2]),
+			  DatumGetTimestampTz(v[3]), v[4], isnull[4], v[5]);
+}
+
+#define ST_SORT sort_events
+#define ST_ELEMENT_TYPE ReplayEvent
+#define ST_COMPARE(a, b) ((a)->event_id < (b)->event_id ? -1 : (a)->event_id > (b)->event_id ? 1 : 0)
+#define ST_SCOPE static
+#define ST_DECLARE
+#define ST_DEFINE
+#include "lib/sort_template.h"
 
 static int
 cmp_event(const void *a, const void *b)
@@ -140,16 +264,19 @@ cmp_event(const void *a, const void *b)
 static void
 replay(Replay *r)
 {
-	Oid			identoid = identifier_type_oid();
-	Oid			type = INT8ARRAYOID;
+	if (r->full)
+		scan_storage("event_data", lengthof(event_columns), event_columns, scan_event, r);
+	else
+	{
+		Oid			type = INT8ARRAYOID;
 
-	for_each_row(r,
-				 r->full
-				 ? "SELECT event_id, profile_id, occurred_at, received_at, source, identifiers FROM cdp.event_data"
-				 : "SELECT event_id, profile_id, occurred_at, received_at, source, identifiers "
-				 "FROM cdp.event_data WHERE profile_id = ANY ($1)",
-				 r->full ? 0 : 1, &type, &r->scope, read_event, &identoid);
-	qsort(r->events, r->nevents, sizeof(ReplayEvent), cmp_event);
+		for_each_row(r,
+					 "SELECT event_id, profile_id, occurred_at, received_at, source, identifiers "
+					 "FROM cdp.event_data WHERE profile_id = ANY ($1)",
+					 1, &type, &r->scope, read_event_row, NULL);
+	}
+	intern_pending(r);
+	sort_events(r->events, r->nevents);
 
 	for (int64 i = 0; i < r->nevents; i++)
 	{
@@ -157,12 +284,17 @@ replay(Replay *r)
 		GraphMessage m;
 		const char *reject;
 
+		/* the profile a message a little ahead would create */
+		if (i + 16 < r->nevents)
+			graph_prefetch_profile_slot(r->g, r->events[i + 16].event_id);
+
 		m.event_id = e->event_id;
 		m.occurred_at = e->occurred_at;
 		m.received_at = e->received_at;
 		m.source = e->source;
 		m.nids = e->nids;
-		m.ids = e->ids;
+		m.ids = NULL;
+		m.idents = e->ids;
 		e->new_profile = graph_apply(r->g, &m, &reject);
 	}
 }
@@ -186,12 +318,14 @@ replayed_event(Replay *r, int64 event_id)
 }
 
 static Replay *
-replay_create(IdentityRules *rules, long expected, bool full)
+replay_create(IdentityRules *rules, int64 idents, int64 profiles, int64 events, bool full)
 {
 	Replay	   *r = palloc0(sizeof(Replay));
 
-	r->g = graph_create(rules, expected);
+	r->g = graph_create(rules, (long) Min(idents, 100000000), (long) Min(profiles, 100000000));
 	r->full = full;
+	r->cap = Min(Max(events, 1024), 1000000000);
+	r->events = bigmem_alloc(r->g->mem, r->cap * sizeof(ReplayEvent));
 	return r;
 }
 
@@ -228,7 +362,7 @@ cdp_restitch(PG_FUNCTION_ARGS)
 	MemoryContext work = AllocSetContextCreate(CurrentMemoryContext, "cdp restitch",
 											   ALLOCSET_DEFAULT_SIZES);
 	MemoryContext old;
-	int64		expected;
+	int64		expected[3];
 	bool		isnull;
 
 	INSTR_TIME_SET_CURRENT(start);
@@ -236,9 +370,18 @@ cdp_restitch(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	old = MemoryContextSwitchTo(work);
-	SPI_execute("SELECT count(*) FROM cdp.identity_data", false, 0);
-	expected = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	r = replay_create(rules_load(), (long) Min(expected + 1024, 100000000), true);
+	/*
+	 * Size the graph for the stored one (the planner's row estimates, a few
+	 * percent over): growing it later copies, and fresh memory is costly.
+	 */
+	SPI_execute("SELECT (coalesce(sum(greatest(c.reltuples, 0)) FILTER (WHERE c.relname = 'identity_data'), 0) * 1.02 + 1024)::int8, "
+				"(coalesce(sum(greatest(c.reltuples, 0)) FILTER (WHERE c.relname = 'profile_data'), 0) * 1.02 + 1024)::int8, "
+				"(coalesce(sum(greatest(c.reltuples, 0)) FILTER (WHERE c.relname LIKE 'event\\_data\\_%'), 0) * 1.02 + 1024)::int8 "
+				"FROM pg_catalog.pg_class c WHERE c.relnamespace = 'cdp'::pg_catalog.regnamespace "
+				"AND c.relkind = 'r'", false, 0);
+	for (int i = 0; i < 3; i++)
+		expected[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, i + 1, &isnull));
+	r = replay_create(rules_load(), expected[0], expected[1], expected[2], true);
 	replay(r);
 	st.read_ms = ms_since(start);
 	write_rebuild(r, &st);
@@ -364,7 +507,7 @@ cdp_forget_identifier(PG_FUNCTION_ARGS)
 	scope_all = PointerGetDatum(DatumGetArrayTypePCopy(SPI_getbinval(SPI_tuptable->vals[0],
 																	 SPI_tuptable->tupdesc, 1, &isnull)));
 
-	r = replay_create(rules_load(), 1024, false);
+	r = replay_create(rules_load(), 1024, 1024, 1024, false);
 	r->scope = scope;
 	r->scope_all = scope_all;
 	replay(r);
@@ -372,16 +515,13 @@ cdp_forget_identifier(PG_FUNCTION_ARGS)
 
 	/* The live profiles the replay left, including ones a split created. */
 	{
-		HASH_SEQ_STATUS seq;
-		GraphProfileEntry *pe;
-		int64	   *live = palloc(sizeof(int64) * Max(hash_get_num_entries(r->g->profiles), 1));
+		int64	   *live = palloc(sizeof(int64) * Max(r->g->nprofiles, 1));
 		int			nlive = 0;
 		ArrayBuild	ab;
 
-		hash_seq_init(&seq, r->g->profiles);
-		while ((pe = hash_seq_search(&seq)) != NULL)
-			if (pe->profile->survivor == 0)
-				live[nlive++] = pe->profile->id;
+		for (int64 i = 0; i < r->g->nprofiles; i++)
+			if (r->g->profile_list[i]->survivor == NULL)
+				live[nlive++] = r->g->profile_list[i]->id;
 		qsort(live, nlive, sizeof(int64), cmp_int64);
 		ab_init(&ab, INT8OID);
 		for (int i = 0; i < nlive; i++)

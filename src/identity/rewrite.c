@@ -5,11 +5,11 @@
  *	  table by table, writing only the rows that differ: a rebuild that
  *	  changes nothing writes nothing.
  *
- * Each table's stored rows (all of them for a full rebuild, the scope's
- * otherwise) are compared with the replay; rows that differ are upserted,
- * rows the replay no longer has are deleted.  Profiles whose identifiers,
- * events or status changed get their traits recomputed and are handed to
- * the layers above (identity_changed()).
+ * Each table's stored rows (all of them for a full rebuild, read with a
+ * plain scan; the scope's otherwise) are compared with the replay; rows
+ * that differ are upserted, rows the replay no longer has are deleted.
+ * Profiles whose identifiers, events or status changed get their traits
+ * recomputed and are handed to the layers above (identity_changed()).
  *
  *-------------------------------------------------------------------------
  */
@@ -47,57 +47,137 @@ note_changed(Diff *d, int64 profile_id)
 	d->changed_profiles = lappend(d->changed_profiles, p);
 }
 
+/* Does the C string a (or NULL) equal the len bytes at b (or NULL)? */
 static bool
-str_equal(const char *a, const char *b)
+str_equal_bytes(const char *a, const char *b, int len)
 {
-	return (a == NULL) ? (b == NULL) : (b != NULL && strcmp(a, b) == 0);
+	if (a == NULL || b == NULL)
+		return a == b;
+	return strncmp(a, b, len) == 0 && a[len] == '\0';
 }
 
-/* identity_data: stored rows are compared with the replayed identifiers. */
+/*
+ * identity_data: stored rows are compared with the replayed identifiers.
+ * Rows are copied into batches and looked up a batch at a time, so that
+ * the graph's memory is fetched ahead (graph_prefetch_slot()).
+ */
+#define DIFF_BATCH 64
+
+typedef struct StoredIdent
+{
+	int			key;			/* offset in IdentDiff.bytes */
+	int			keylen;
+	uint32		hash;
+	int			source;			/* offset, or -1 for NULL */
+	int			sourcelen;
+	int64		profile_id;
+	TimestampTz first_seen;
+	TimestampTz last_seen;
+} StoredIdent;
+
 typedef struct IdentDiff
 {
 	ArrayBuild	del;
 	Diff	   *d;
+	Graph	   *g;
+	int			n;
+	StoredIdent rows[DIFF_BATCH];
+	StringInfoData bytes;		/* their keys and sources */
 } IdentDiff;
 
 static void
-diff_identifier(Replay *r, HeapTuple tup, TupleDesc desc, void *arg)
+diff_identifier(IdentDiff *idd, StoredIdent *row)
 {
-	IdentDiff  *idd = arg;
-	Graph	   *g = r->g;
-	char	   *key = get_cstring(tup, desc, 1);
-	GraphIdentEntry *e = hash_search(g->idents, &key, HASH_FIND, NULL);
-	bool		isnull;
-	int64		stored_profile = get_int8(tup, desc, 2, &isnull);
+	const char *key = idd->bytes.data + row->key;
+	GraphIdent *id = graph_lookup_hashed(idd->g, key, row->keylen, row->hash);
 	int64		f;
 
-	if (e == NULL || e->ident->profile_id == 0)
+	if (id == NULL || id->profile == NULL)
 	{
-		ab_add_text(&idd->del, key);
-		note_changed(idd->d, stored_profile);
+		ab_add(&idd->del, PointerGetDatum(cstring_to_text_with_len(key, row->keylen)), false);
+		note_changed(idd->d, row->profile_id);
 		return;
 	}
-	e->ident->stored = true;
-	f = graph_resolve(g, e->ident->profile_id);
-	if (f != stored_profile)
+	id->stored = true;
+	f = graph_live_id(id->profile);
+	if (f != row->profile_id)
 	{
-		note_changed(idd->d, stored_profile);
+		note_changed(idd->d, row->profile_id);
 		note_changed(idd->d, f);
 	}
-	if (f != stored_profile ||
-		!str_equal(e->ident->source, get_cstring(tup, desc, 3)) ||
-		e->ident->first_seen != get_ts(tup, desc, 4) ||
-		e->ident->last_seen != get_ts(tup, desc, 5))
-		e->ident->dirty = true;
+	if (f != row->profile_id ||
+		!str_equal_bytes(id->source, row->source < 0 ? NULL : idd->bytes.data + row->source, row->sourcelen) ||
+		id->first_seen != row->first_seen ||
+		id->last_seen != row->last_seen)
+		id->dirty = true;
+}
+
+static void
+diff_identifier_batch(IdentDiff *idd)
+{
+	for (int i = 0; i < idd->n; i++)
+		graph_prefetch_ident(idd->g, idd->rows[i].hash);
+	for (int i = 0; i < idd->n; i++)
+		diff_identifier(idd, &idd->rows[i]);
+	idd->n = 0;
+	resetStringInfo(&idd->bytes);
+}
+
+/* One stored row of identity_data (identifier, profile_id, source, first_seen, last_seen). */
+static void
+add_stored_identifier(IdentDiff *idd, Datum *v, bool *isnull)
+{
+	StoredIdent *row = &idd->rows[idd->n++];
+	const char *p;
+	int			len;
+
+	text_bytes(v[0], &p, &len);
+	row->key = idd->bytes.len;
+	row->keylen = len;
+	row->hash = graph_key_hash(p, len);
+	appendBinaryStringInfo(&idd->bytes, p, len);
+	graph_prefetch_slot(idd->g, row->hash);
+	row->source = -1;
+	row->sourcelen = 0;
+	if (!isnull[2])
+	{
+		text_bytes(v[2], &p, &len);
+		row->source = idd->bytes.len;
+		row->sourcelen = len;
+		appendBinaryStringInfo(&idd->bytes, p, len);
+	}
+	row->profile_id = DatumGetInt64(v[1]);
+	row->first_seen = DatumGetTimestampTz(v[3]);
+	row->last_seen = DatumGetTimestampTz(v[4]);
+	if (idd->n == DIFF_BATCH)
+		diff_identifier_batch(idd);
+}
+
+static void
+diff_identifier_row(Replay *r, HeapTuple tup, TupleDesc desc, void *arg)
+{
+	Datum		v[5];
+	bool		isnull[5];
+
+	for (int i = 0; i < 5; i++)
+		v[i] = SPI_getbinval(tup, desc, i + 1, &isnull[i]);
+	add_stored_identifier(arg, v, isnull);
+}
+
+static const char *const identity_columns[] =
+{"identifier", "profile_id", "source", "first_seen", "last_seen"};
+
+static void
+diff_identifier_scan(void *arg, Datum *v, bool *isnull)
+{
+	add_stored_identifier(arg, v, isnull);
 }
 
 static void
 write_identifiers(Replay *r, Diff *changes, RebuildStats *st)
 {
 	Graph	   *g = r->g;
-	IdentDiff	d = {.d = changes};
-	HASH_SEQ_STATUS seq;
-	GraphIdentEntry *ie;
+	IdentDiff  *d = palloc0(sizeof(IdentDiff));
 	ArrayBuild	a1,
 				a2,
 				a3,
@@ -108,20 +188,23 @@ write_identifiers(Replay *r, Diff *changes, RebuildStats *st)
 	Oid			t1[1] = {INT8ARRAYOID};
 
 	/* The engine's flags describe its own run; here they mean "stored" and "differs". */
-	hash_seq_init(&seq, g->idents);
-	while ((ie = hash_seq_search(&seq)) != NULL)
-		ie->ident->stored = ie->ident->dirty = false;
+	for (int64 i = 0; i < g->nidents; i++)
+		g->ident_list[i]->stored = g->ident_list[i]->dirty = false;
 
-	ab_init(&d.del, identifier_type_oid());
-	for_each_row(r,
-				 r->full
-				 ? "SELECT identifier, profile_id, source, first_seen, last_seen FROM cdp.identity_data"
-				 : "SELECT identifier, profile_id, source, first_seen, last_seen FROM cdp.identity_data "
-				 "WHERE profile_id = ANY ($1)",
-				 r->full ? 0 : 1, t1, &r->scope_all, diff_identifier, &d);
-	if (d.del.n > 0)
+	d->d = changes;
+	d->g = g;
+	initStringInfo(&d->bytes);
+	ab_init(&d->del, identifier_type_oid());
+	if (r->full)
+		scan_storage("identity_data", lengthof(identity_columns), identity_columns, diff_identifier_scan, d);
+	else
+		for_each_row(r, "SELECT identifier, profile_id, source, first_seen, last_seen FROM cdp.identity_data "
+					 "WHERE profile_id = ANY ($1)",
+					 1, t1, &r->scope_all, diff_identifier_row, d);
+	diff_identifier_batch(d);
+	if (d->del.n > 0)
 	{
-		Datum		arg = ab_result(&d.del);
+		Datum		arg = ab_result(&d->del);
 
 		exec_args("DELETE FROM cdp.identity_data WHERE identifier OPERATOR(cdp.=) ANY ($1)", 1, &identarr, &arg);
 	}
@@ -132,26 +215,25 @@ write_identifiers(Replay *r, Diff *changes, RebuildStats *st)
 	ab_init(&a4, TEXTOID);
 	ab_init(&a5, TIMESTAMPTZOID);
 	ab_init(&a6, TIMESTAMPTZOID);
-	hash_seq_init(&seq, g->idents);
-	while ((ie = hash_seq_search(&seq)) != NULL)
+	for (int64 i = 0; i < g->nidents; i++)
 	{
-		GraphIdent *id = ie->ident;
+		GraphIdent *id = g->ident_list[i];
 
-		if (id->profile_id == 0)
+		if (id->profile == NULL)
 			continue;
 		st->identifiers++;
 		if (id->stored && !id->dirty)
 			continue;
 		if (!id->stored)
-			note_changed(changes, graph_resolve(g, id->profile_id));
+			note_changed(changes, graph_live_id(id->profile));
 		ab_add_text(&a1, id->key);
 		ab_add(&a2, PointerGetDatum(cstring_to_text_with_len(id->key, strchr(id->key, ':') - id->key)), false);
-		ab_add(&a3, Int64GetDatum(graph_resolve(g, id->profile_id)), false);
+		ab_add(&a3, Int64GetDatum(graph_live_id(id->profile)), false);
 		ab_add_text(&a4, id->source);
 		ab_add(&a5, TimestampTzGetDatum(id->first_seen), false);
 		ab_add(&a6, TimestampTzGetDatum(id->last_seen), false);
 	}
-	st->rows_written += d.del.n + a1.n;
+	st->rows_written += d->del.n + a1.n;
 	if (a1.n > 0)
 	{
 		Oid			types[6] = {identarr, TEXTARRAYOID, INT8ARRAYOID, TEXTARRAYOID,
@@ -167,52 +249,110 @@ write_identifiers(Replay *r, Diff *changes, RebuildStats *st)
 	}
 }
 
-/* profile_data: live profiles and tombstones. */
-static void
-diff_profile(Replay *r, HeapTuple tup, TupleDesc desc, void *arg)
+/* profile_data: live profiles and tombstones, batched like identity_data. */
+typedef struct StoredProfile
 {
-	Diff	   *d = arg;
-	Graph	   *g = r->g;
-	bool		isnull;
-	int64		id = get_int8(tup, desc, 1, &isnull);
-	int64		merged_into = get_int8(tup, desc, 2, &isnull);
-	GraphProfile *p = graph_profile(g, id);
+	int64		profile_id;
+	int64		merged_into;	/* 0: live */
+	TimestampTz created_at;
+	TimestampTz updated_at;
+} StoredProfile;
+
+typedef struct ProfileDiff
+{
+	Diff	   *d;
+	Graph	   *g;
+	int			n;
+	StoredProfile rows[DIFF_BATCH];
+} ProfileDiff;
+
+static void
+diff_profile(ProfileDiff *pd, StoredProfile *row)
+{
+	int64		id = row->profile_id;
+	GraphProfile *p = graph_profile(pd->g, id);
 	int64		f;
 
 	if (p == NULL)
 	{
-		ab_add(&d->del, Int64GetDatum(id), false);
-		note_changed(d, id);
+		ab_add(&pd->d->del, Int64GetDatum(id), false);
+		note_changed(pd->d, id);
 		return;
 	}
 	p->is_new = false;			/* stored: compare rather than insert */
-	f = graph_resolve(g, id);
-	p->touched = (f == id ? 0 : f) != merged_into ||
-		p->created_at != get_ts(tup, desc, 3) ||
-		p->updated_at != get_ts(tup, desc, 4);
-	if ((f == id ? 0 : f) != merged_into)
-		note_changed(d, id);
+	f = graph_live_id(p);
+	p->touched = (f == id ? 0 : f) != row->merged_into ||
+		p->created_at != row->created_at ||
+		p->updated_at != row->updated_at;
+	if ((f == id ? 0 : f) != row->merged_into)
+		note_changed(pd->d, id);
+}
+
+static void
+diff_profile_batch(ProfileDiff *pd)
+{
+	for (int i = 0; i < pd->n; i++)
+		graph_prefetch_profile(pd->g, pd->rows[i].profile_id);
+	for (int i = 0; i < pd->n; i++)
+		diff_profile(pd, &pd->rows[i]);
+	pd->n = 0;
+}
+
+/* One stored row of profile_data (profile_id, merged_into, created_at, updated_at). */
+static void
+add_stored_profile(ProfileDiff *pd, Datum *v, bool *isnull)
+{
+	StoredProfile *row = &pd->rows[pd->n++];
+
+	row->profile_id = DatumGetInt64(v[0]);
+	row->merged_into = isnull[1] ? 0 : DatumGetInt64(v[1]);
+	row->created_at = DatumGetTimestampTz(v[2]);
+	row->updated_at = DatumGetTimestampTz(v[3]);
+	graph_prefetch_profile_slot(pd->g, row->profile_id);
+	if (pd->n == DIFF_BATCH)
+		diff_profile_batch(pd);
+}
+
+static void
+diff_profile_row(Replay *r, HeapTuple tup, TupleDesc desc, void *arg)
+{
+	Datum		v[4];
+	bool		isnull[4];
+
+	for (int i = 0; i < 4; i++)
+		v[i] = SPI_getbinval(tup, desc, i + 1, &isnull[i]);
+	add_stored_profile(arg, v, isnull);
+}
+
+static const char *const profile_columns[] = {"profile_id", "merged_into", "created_at", "updated_at"};
+
+static void
+diff_profile_scan(void *arg, Datum *v, bool *isnull)
+{
+	add_stored_profile(arg, v, isnull);
 }
 
 static void
 write_profiles(Replay *r, Diff *d, RebuildStats *st)
 {
 	Graph	   *g = r->g;
-	HASH_SEQ_STATUS seq;
-	GraphProfileEntry *pe;
+	ProfileDiff *pd = palloc0(sizeof(ProfileDiff));
 	ArrayBuild	a1,
 				a2,
 				a3,
 				a4;
 	Oid			t1[1] = {INT8ARRAYOID};
 
+	pd->d = d;
+	pd->g = g;
 	ab_init(&d->del, INT8OID);
-	for_each_row(r,
-				 r->full
-				 ? "SELECT profile_id, merged_into, created_at, updated_at FROM cdp.profile_data"
-				 : "SELECT profile_id, merged_into, created_at, updated_at FROM cdp.profile_data "
-				 "WHERE profile_id = ANY ($1)",
-				 r->full ? 0 : 1, t1, &r->scope_all, diff_profile, d);
+	if (r->full)
+		scan_storage("profile_data", lengthof(profile_columns), profile_columns, diff_profile_scan, pd);
+	else
+		for_each_row(r, "SELECT profile_id, merged_into, created_at, updated_at FROM cdp.profile_data "
+					 "WHERE profile_id = ANY ($1)",
+					 1, t1, &r->scope_all, diff_profile_row, pd);
+	diff_profile_batch(pd);
 	if (d->del.n > 0)
 	{
 		Datum		arg = ab_result(&d->del);
@@ -224,11 +364,10 @@ write_profiles(Replay *r, Diff *d, RebuildStats *st)
 	ab_init(&a2, INT8OID);
 	ab_init(&a3, TIMESTAMPTZOID);
 	ab_init(&a4, TIMESTAMPTZOID);
-	hash_seq_init(&seq, g->profiles);
-	while ((pe = hash_seq_search(&seq)) != NULL)
+	for (int64 i = 0; i < g->nprofiles; i++)
 	{
-		GraphProfile *p = pe->profile;
-		int64		f = graph_resolve(g, p->id);
+		GraphProfile *p = g->profile_list[i];
+		int64		f = graph_live_id(p);
 
 		if (f == p->id)
 			st->profiles++;
@@ -260,7 +399,6 @@ write_profiles(Replay *r, Diff *d, RebuildStats *st)
 static void
 write_events(Replay *r, Diff *d, RebuildStats *st)
 {
-	Graph	   *g = r->g;
 	ArrayBuild	ev,
 				to,
 				gone;
@@ -272,7 +410,7 @@ write_events(Replay *r, Diff *d, RebuildStats *st)
 	for (int64 i = 0; i < r->nevents; i++)
 	{
 		ReplayEvent *e = &r->events[i];
-		int64		f = graph_resolve(g, e->new_profile);
+		int64		f = graph_live_id(e->new_profile);
 
 		if (f == e->old_profile)
 			continue;

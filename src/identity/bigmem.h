@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * bigmem.h
- *	  Large allocations of the identity graph, released with a memory
- *	  context.
+ *	  Large allocations backed by transparent huge pages, released with a
+ *	  memory context.
  *
  *-------------------------------------------------------------------------
  */

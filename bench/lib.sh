@@ -5,9 +5,11 @@
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 
 # bench_cluster NAME PORT: build, install, start; sets BENCH_DIR, BENCH_PORT.
+# CDP_BENCH_PORT_OFFSET (default 0) shifts the port, so that two checkouts
+# can run the same benchmark at once.
 bench_cluster() {
 	BENCH_DIR=${CDP_BENCH_DIR:-$ROOT/bench/.run}/$1
-	BENCH_PORT=$2
+	BENCH_PORT=$(($2 + ${CDP_BENCH_PORT_OFFSET:-0}))
 	ensure_packages
 	build_install
 	pg_dir "$(dirname "$BENCH_DIR")"

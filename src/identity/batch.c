@@ -129,6 +129,7 @@ load_graph(Graph *g, const char **keys, int nkeys)
 	Datum		arg;
 	bool		fine;
 	ProfileLocks pl = {0};
+	GraphIdent **idents;
 	int64	   *pids = NULL;
 	int			npids = 0;
 
@@ -159,6 +160,7 @@ load_graph(Graph *g, const char **keys, int nkeys)
 			break;
 	}
 
+	idents = palloc(sizeof(GraphIdent *) * Max(SPI_processed, 1));
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
@@ -169,11 +171,11 @@ load_graph(Graph *g, const char **keys, int nkeys)
 		MemoryContext old = MemoryContextSwitchTo(g->cxt);
 
 		id = graph_intern(g, key);
-		id->profile_id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
 		id->source = SPI_getvalue(tup, desc, 3);
 		id->first_seen = DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull));
 		id->last_seen = DatumGetTimestampTz(SPI_getbinval(tup, desc, 5, &isnull));
 		id->stored = true;
+		idents[i] = id;
 		MemoryContextSwitchTo(old);
 	}
 	if (npids == 0)
@@ -218,6 +220,10 @@ load_graph(Graph *g, const char **keys, int nkeys)
 						DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull)));
 		MemoryContextSwitchTo(old);
 	}
+
+	/* Attach the identifiers (a profile row missing would stand for itself). */
+	for (int i = 0; i < npids; i++)
+		idents[i]->profile = graph_add_profile(g, pids[i], 0, 0, 0);
 }
 
 /* 3. Event ids, drawn after the locks, one per parsed message. */
@@ -247,8 +253,6 @@ draw_event_ids(IngestMessage *msgs, int n, int nparsed)
 static void
 write_profiles_and_merges(Graph *g)
 {
-	HASH_SEQ_STATUS seq;
-	GraphProfileEntry *pe;
 	ArrayBuild	id,
 				merged_into,
 				created,
@@ -259,15 +263,14 @@ write_profiles_and_merges(Graph *g)
 	ab_init(&merged_into, INT8OID);
 	ab_init(&created, TIMESTAMPTZOID);
 	ab_init(&updated, TIMESTAMPTZOID);
-	hash_seq_init(&seq, g->profiles);
-	while ((pe = hash_seq_search(&seq)) != NULL)
+	for (int64 i = 0; i < g->nprofiles; i++)
 	{
-		GraphProfile *p = pe->profile;
+		GraphProfile *p = g->profile_list[i];
 		int64		f;
 
 		if (!p->is_new)
 			continue;
-		f = graph_resolve(g, p->id);
+		f = graph_live_id(p);
 		ab_add(&id, Int64GetDatum(p->id), false);
 		ab_add(&merged_into, Int64GetDatum(f), f == p->id);
 		ab_add(&created, TimestampTzGetDatum(p->created_at), false);
@@ -362,8 +365,6 @@ write_profiles_and_merges(Graph *g)
 static void
 write_identifiers(Graph *g)
 {
-	HASH_SEQ_STATUS seq;
-	GraphIdentEntry *e;
 	ArrayBuild	ident,
 				kind,
 				pid,
@@ -377,16 +378,15 @@ write_identifiers(Graph *g)
 	ab_init(&source, TEXTOID);
 	ab_init(&first, TIMESTAMPTZOID);
 	ab_init(&last, TIMESTAMPTZOID);
-	hash_seq_init(&seq, g->idents);
-	while ((e = hash_seq_search(&seq)) != NULL)
+	for (int64 i = 0; i < g->nidents; i++)
 	{
-		GraphIdent *id = e->ident;
+		GraphIdent *id = g->ident_list[i];
 
-		if (!id->dirty || id->profile_id == 0)
+		if (!id->dirty || id->profile == NULL)
 			continue;
 		ab_add_text(&ident, id->key);
 		ab_add(&kind, PointerGetDatum(cstring_to_text_with_len(id->key, strchr(id->key, ':') - id->key)), false);
-		ab_add(&pid, Int64GetDatum(graph_resolve(g, id->profile_id)), false);
+		ab_add(&pid, Int64GetDatum(graph_live_id(id->profile)), false);
 		ab_add_text(&source, id->source);
 		ab_add(&first, TimestampTzGetDatum(id->first_seen), false);
 		ab_add(&last, TimestampTzGetDatum(id->last_seen), false);
@@ -530,8 +530,6 @@ ensure_partitions(IngestMessage *msgs, int n)
 static void
 write_profile_updates(Graph *g, IngestMessage *msgs, int n)
 {
-	HASH_SEQ_STATUS seq;
-	GraphProfileEntry *e;
 	ArrayBuild	ids,
 				upd,
 				recompute;
@@ -560,13 +558,12 @@ write_profile_updates(Graph *g, IngestMessage *msgs, int n)
 	ab_init(&ids, INT8OID);
 	ab_init(&upd, TIMESTAMPTZOID);
 	ab_init(&recompute, BOOLOID);
-	hash_seq_init(&seq, g->profiles);
-	while ((e = hash_seq_search(&seq)) != NULL)
+	for (int64 i = 0; i < g->nprofiles; i++)
 	{
-		GraphProfile *p = e->profile;
+		GraphProfile *p = g->profile_list[i];
 		bool		found;
 
-		if (!p->touched || p->survivor != 0)
+		if (!p->touched || p->survivor != NULL)
 			continue;
 		hash_search(with_traits, &p->id, HASH_FIND, &found);
 		if (p->is_new && !found)
@@ -659,15 +656,12 @@ write_conflicts(Graph *g, IngestMessage *msgs, int n)
 static void
 notify_changes(Graph *g)
 {
-	HASH_SEQ_STATUS seq;
-	GraphProfileEntry *e;
-	int64	   *ids = palloc(sizeof(int64) * Max(hash_get_num_entries(g->profiles), 1));
+	int64	   *ids = palloc(sizeof(int64) * Max(g->nprofiles, 1));
 	int			n = 0;
 
-	hash_seq_init(&seq, g->profiles);
-	while ((e = hash_seq_search(&seq)) != NULL)
-		if (e->profile->ids_changed)
-			ids[n++] = e->profile->id;
+	for (int64 i = 0; i < g->nprofiles; i++)
+		if (g->profile_list[i]->ids_changed)
+			ids[n++] = g->profile_list[i]->id;
 	identity_changed(ids, n);
 }
 
@@ -709,7 +703,7 @@ identity_process(IngestMessage *msgs, int n, IngestStats *stats)
 	}
 
 	rules = rules_load();
-	g = graph_create(rules, nkeys * 2);
+	g = graph_create(rules, nkeys * 2, nkeys);
 	load_graph(g, keys, nkeys);
 	draw_event_ids(msgs, n, nparsed);
 	mark_duplicates(msgs, n);
@@ -728,7 +722,8 @@ identity_process(IngestMessage *msgs, int n, IngestStats *stats)
 		gm.source = m->source;
 		gm.nids = m->nids;
 		gm.ids = m->ids;
-		m->profile_id = graph_apply(g, &gm, &reject);
+		gm.idents = NULL;
+		m->profile_id = graph_live_id(graph_apply(g, &gm, &reject));
 		if (m->profile_id == 0)
 			m->error = pstrdup(reject);
 	}

@@ -15,6 +15,7 @@
 
 #include "catalog/pg_collation.h"
 #include "executor/spi.h"
+#include "mb/pg_wchar.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 
@@ -114,21 +115,89 @@ rules_kind_index(IdentityRules *rules, const char *kind, int len)
 	return rules->nkinds - 1;
 }
 
+static void
+free_regex(void *arg)
+{
+	pg_regfree((regex_t *) arg);
+}
+
+/*
+ * The pattern compiled as textregexeq() would (advanced syntax, C
+ * collation), once per rules_load(): a rebuild checks millions of values.
+ * The regex library allocates with malloc; free it with rules->cxt.
+ */
+static regex_t *
+compile_pattern(IdentityRules *rules, text *pattern)
+{
+	int			len = VARSIZE_ANY_EXHDR(pattern);
+	pg_wchar   *w = palloc((len + 1) * sizeof(pg_wchar));
+	int			wlen = pg_mb2wchar_with_len(VARDATA_ANY(pattern), w, len);
+	regex_t    *re = MemoryContextAlloc(rules->cxt, sizeof(regex_t));
+	MemoryContextCallback *cb;
+	int			rc;
+
+	rc = pg_regcomp(re, w, wlen, REG_ADVANCED, C_COLLATION_OID);
+	pfree(w);
+	if (rc != REG_OKAY)
+	{
+		char		msg[100];
+
+		pg_regerror(rc, re, msg, sizeof(msg));
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_REGULAR_EXPRESSION),
+				 errmsg("invalid regular expression: %s", msg)));
+	}
+	cb = MemoryContextAlloc(rules->cxt, sizeof(MemoryContextCallback));
+	cb->func = free_regex;
+	cb->arg = re;
+	MemoryContextRegisterResetCallback(rules->cxt, cb);
+	return re;
+}
+
+static bool
+pattern_matches(IdentityRules *rules, RuleKind *k, const char *value, int len)
+{
+	int			wlen;
+	int			rc;
+
+	if (k->blocked_re == NULL)
+		k->blocked_re = compile_pattern(rules, k->blocked_pattern);
+	if (len + 1 > rules->wbuf_size)
+	{
+		rules->wbuf_size = Max(256, (len + 1) * 2);
+		rules->wbuf = rules->wbuf
+			? repalloc(rules->wbuf, rules->wbuf_size * sizeof(pg_wchar))
+			: MemoryContextAlloc(rules->cxt, rules->wbuf_size * sizeof(pg_wchar));
+	}
+	wlen = pg_mb2wchar_with_len(value, rules->wbuf, len);
+	rc = pg_regexec(k->blocked_re, rules->wbuf, wlen, 0, NULL, 0, NULL, 0);
+	if (rc != REG_OKAY && rc != REG_NOMATCH)
+	{
+		char		msg[100];
+
+		pg_regerror(rc, k->blocked_re, msg, sizeof(msg));
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_REGULAR_EXPRESSION),
+				 errmsg("regular expression failed: %s", msg)));
+	}
+	return rc == REG_OKAY;
+}
+
 static const char *
-blocked_by(const RuleKind *k, const char *value, text *valtext)
+blocked_by(IdentityRules *rules, RuleKind *k, const char *value, int len)
 {
 	ListCell   *lc;
 
 	foreach(lc, k->blocked_values)
 	{
-		if (pg_strcasecmp((const char *) lfirst(lc), value) == 0)
+		const char *b = lfirst(lc);
+
+		/* pg_strcasecmp folds ASCII only: equal strings have equal lengths */
+		if (strlen(b) == len && pg_strcasecmp(b, value) == 0)
 			return psprintf("the value is blocked for %s (identity_rules.blocked_values)",
 							strcmp(k->kind, "*") == 0 ? "every kind" : k->kind);
 	}
-	if (k->blocked_pattern != NULL &&
-		DatumGetBool(DirectFunctionCall2Coll(textregexeq, C_COLLATION_OID,
-											 PointerGetDatum(valtext),
-											 PointerGetDatum(k->blocked_pattern))))
+	if (k->blocked_pattern != NULL && pattern_matches(rules, k, value, len))
 		return psprintf("the value matches the blocked pattern %s for %s",
 						text_to_cstring(k->blocked_pattern),
 						strcmp(k->kind, "*") == 0 ? "every kind" : k->kind);
@@ -139,12 +208,11 @@ blocked_by(const RuleKind *k, const char *value, text *valtext)
 const char *
 rules_blocked(IdentityRules *rules, int kind, const char *value)
 {
-	text	   *valtext = cstring_to_text(value);
+	int			len = strlen(value);
 	const char *why;
 
-	why = blocked_by(&rules->deflt, value, valtext);
+	why = blocked_by(rules, &rules->deflt, value, len);
 	if (why == NULL)
-		why = blocked_by(&rules->kinds[kind], value, valtext);
-	pfree(valtext);
+		why = blocked_by(rules, &rules->kinds[kind], value, len);
 	return why;
 }

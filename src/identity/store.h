@@ -76,4 +76,10 @@ extern bool identity_lock_identifiers(const char **keys, int n);
 extern bool profile_locks_take(ProfileLocks *pl, const int64 *ids, int n);
 extern void ensure_event_partitions(const TimestampTz *ts, int n);
 
+/* scan.c: whole-table reads for cdp.restitch() */
+#define SCAN_MAX_COLUMNS 8
+typedef void (*ScanRowFn) (void *arg, Datum *values, bool *isnull);
+extern void scan_storage(const char *table, int ncols, const char *const *columns,
+						 ScanRowFn fn, void *arg);
+
 #endif							/* CDP_IDENTITY_STORE_H */

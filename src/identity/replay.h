@@ -1,0 +1,115 @@
+/*-------------------------------------------------------------------------
+ *
+ * replay.h
+ *	  Shared by restitch.c (reading and replaying stored events) and
+ *	  rewrite.c (writing what the replay changed): the replay's state.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CDP_IDENTITY_REPLAY_H
+#define CDP_IDENTITY_REPLAY_H
+
+#include "access/htup.h"
+#include "access/tupdesc.h"
+#include "executor/spi.h"
+#include "lib/stringinfo.h"
+#include "utils/builtins.h"
+
+#include "identity/graph.h"
+
+/* One stored event, as the replay needs it. */
+typedef struct ReplayEvent
+{
+	int64		event_id;
+	int64		old_profile;
+	GraphProfile *new_profile;	/* raw engine result; resolve before use */
+	TimestampTz occurred_at;
+	TimestampTz received_at;
+	const char *source;			/* interned */
+	GraphIdent **ids;			/* the identifiers it carries, interned */
+	int			nids;
+} ReplayEvent;
+
+typedef struct Replay
+{
+	Graph	   *g;
+	bool		full;
+	Datum		scope;			/* int8[]: live profiles replayed (scoped only) */
+	Datum		scope_all;		/* int8[]: those and their tombstones */
+	int64		nevents;
+	int64		cap;
+	ReplayEvent *events;		/* sorted by event_id once read */
+	char	   *arraybuf;		/* an identifier array copied out of a page */
+	Size		arraybuf_size;
+	int			npending;		/* identifiers read, not interned yet */
+	int			pending_cap;
+	struct PendingIdent *pending;
+	StringInfoData pending_keys;
+} Replay;
+
+typedef struct RebuildStats
+{
+	double		read_ms;		/* reading and replaying the events */
+	double		write_ms;		/* comparing and writing the differences */
+	int64		events;
+	int64		events_moved;
+	int64		events_removed;
+	int64		profiles;
+	int64		identifiers;
+	int64		merges;
+	int64		conflicts;
+	int64		rows_written;
+} RebuildStats;
+
+/* restitch.c */
+typedef void (*RowFn) (Replay *r, HeapTuple tup, TupleDesc desc, void *arg);
+extern void for_each_row(Replay *r, const char *sql, int nargs, Oid *types, Datum *args,
+						 RowFn fn, void *arg);
+extern void exec_args(const char *sql, int nargs, Oid *types, Datum *args);
+extern bool replayed_event(Replay *r, int64 event_id);
+
+/* rewrite.c */
+extern void write_rebuild(Replay *r, RebuildStats *st);
+
+static inline int64
+get_int8(HeapTuple tup, TupleDesc desc, int col, bool *isnull)
+{
+	Datum		d = SPI_getbinval(tup, desc, col, isnull);
+
+	return *isnull ? 0 : DatumGetInt64(d);
+}
+
+static inline TimestampTz
+get_ts(HeapTuple tup, TupleDesc desc, int col)
+{
+	bool		isnull;
+
+	return DatumGetTimestampTz(SPI_getbinval(tup, desc, col, &isnull));
+}
+
+/* A text-like column as a C string in the caller's context, or NULL. */
+static inline char *
+get_cstring(HeapTuple tup, TupleDesc desc, int col)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+
+	return isnull ? NULL : text_to_cstring((text *) PG_DETOAST_DATUM_PACKED(d));
+}
+
+/*
+ * The bytes of a text-like datum without copying it, unless it is
+ * compressed or stored out of line.
+ */
+static inline void
+text_bytes(Datum d, const char **data, int *len)
+{
+	struct varlena *v = (struct varlena *) DatumGetPointer(d);
+
+	if (VARATT_IS_EXTENDED(v) && !VARATT_IS_SHORT(v))
+		v = pg_detoast_datum_packed(v);
+	*data = VARDATA_ANY(v);
+	*len = VARSIZE_ANY_EXHDR(v);
+}
+
+#endif							/* CDP_IDENTITY_REPLAY_H */

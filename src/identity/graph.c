@@ -165,6 +165,13 @@ cstring_match(const void *key1, const void *key2, Size keysize)
 	return strcmp(*(const char *const *) key1, *(const char *const *) key2);
 }
 
+/* An entry of Graph.strings. */
+typedef struct StringEntry
+{
+	const char *s;				/* hash key */
+	uint32		index;
+} StringEntry;
+
 Graph *
 graph_create(IdentityRules *rules, long expected_idents, long expected_profiles)
 {
@@ -187,9 +194,11 @@ graph_create(IdentityRules *rules, long expected_idents, long expected_profiles)
 	g->maxprofiles = expected_profiles;
 	g->profile_list = bigmem_alloc(g->mem, g->maxprofiles * sizeof(GraphProfile *));
 
+	g->maxstrings = 16;
+	g->string_list = MemoryContextAllocZero(g->cxt, g->maxstrings * sizeof(const char *));
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(const char *);
-	ctl.entrysize = sizeof(const char *);
+	ctl.entrysize = sizeof(StringEntry);
 	ctl.hash = cstring_hash;
 	ctl.match = cstring_match;
 	ctl.hcxt = g->cxt;
@@ -198,29 +207,47 @@ graph_create(IdentityRules *rules, long expected_idents, long expected_profiles)
 	return g;
 }
 
-/* One copy of each distinct string (event sources repeat a lot). */
-const char *
-graph_intern_string_len(Graph *g, const char *s, int len)
+/*
+ * One copy of each distinct string (event sources repeat a lot), numbered
+ * from 1 in the order met: graph_string() maps a number back.
+ */
+uint32
+graph_string_index(Graph *g, const char *s, int len)
 {
 	bool		found;
-	const char **e;
+	StringEntry *e;
 	char	   *copy;
 
 	if (s == NULL)
-		return NULL;
-	if (g->last_string != NULL && strncmp(g->last_string, s, len) == 0 &&
-		g->last_string[len] == '\0')
+		return 0;
+	if (g->last_string != 0 && strncmp(g->string_list[g->last_string], s, len) == 0 &&
+		g->string_list[g->last_string][len] == '\0')
 		return g->last_string;
 	copy = MemoryContextAlloc(g->cxt, len + 1);
 	memcpy(copy, s, len);
 	copy[len] = '\0';
 	e = hash_search(g->strings, &copy, HASH_ENTER, &found);
 	if (!found)
-		*e = copy;
+	{
+		if (g->nstrings + 1 >= g->maxstrings)
+		{
+			g->maxstrings *= 2;
+			g->string_list = repalloc_huge(g->string_list, g->maxstrings * sizeof(const char *));
+		}
+		e->s = copy;
+		e->index = ++g->nstrings;
+		g->string_list[e->index] = copy;
+	}
 	else
 		pfree(copy);
-	g->last_string = *e;
-	return *e;
+	g->last_string = e->index;
+	return e->index;
+}
+
+const char *
+graph_intern_string_len(Graph *g, const char *s, int len)
+{
+	return graph_string(g, graph_string_index(g, s, len));
 }
 
 const char *
@@ -443,6 +470,7 @@ graph_intern_hashed(Graph *g, const char *key, int len, uint32 hash)
 {
 	IdentSlot  *e;
 	bool		found;
+	int			kind;
 
 	g->probe = key;
 	g->probelen = len;
@@ -456,7 +484,13 @@ graph_intern_hashed(Graph *g, const char *key, int len, uint32 hash)
 		memcpy(id->key, key, len);
 		id->key[len] = '\0';
 		id->keylen = len;
-		id->kind = rules_kind_index(g->rules, id->key, colon ? colon - key : len);
+		kind = rules_kind_index(g->rules, id->key, colon ? colon - key : len);
+		if (kind > PG_INT16_MAX)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("too many identifier kinds"),
+					 errdetail("The identity engine handles at most %d kinds.", PG_INT16_MAX + 1)));
+		id->kind = (int16) kind;
 		id->blocked = '?';
 		e->ident = id;
 		if (g->nidents == g->maxidents)
@@ -622,18 +656,22 @@ graph_apply(Graph *g, const GraphMessage *m, const char **reject)
 			;
 		if (j < nkept)
 			continue;
-		if (id->blocked == '?')
+		if (id->blocked != 'n')
 		{
-			/* rules may have grown: re-read the index after interning */
+			/*
+			 * Checked once per identifier; the sentence is made again for
+			 * each message that carries a blocked one (rare, and it keeps
+			 * the identifier small).  Rules may have grown: re-read the
+			 * index after interning.
+			 */
 			const char *why = rules_blocked(rules, id->kind, strchr(id->key, ':') + 1);
 
-			id->blocked_detail = why ? MemoryContextStrdup(g->cxt, why) : NULL;
 			id->blocked = why ? 'y' : 'n';
-		}
-		if (id->blocked == 'y')
-		{
-			add_conflict(g, m->event_id, id->key, "blocked", MemoryContextStrdup(g->cxt, id->blocked_detail));
-			continue;
+			if (why != NULL)
+			{
+				add_conflict(g, m->event_id, id->key, "blocked", MemoryContextStrdup(g->cxt, why));
+				continue;
+			}
 		}
 		kept[nkept++] = id;
 	}

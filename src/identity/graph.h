@@ -70,9 +70,8 @@ typedef struct GraphIdent
 	TimestampTz first_seen;
 	TimestampTz last_seen;
 	const char *source;
-	const char *blocked_detail;
 	int			keylen;			/* strlen(key) */
-	int			kind;			/* index into rules->kinds */
+	int16		kind;			/* index into rules->kinds */
 	char		blocked;		/* '?' not checked yet, 'n' no, 'y' yes */
 	bool		stored;			/* a row exists in cdp.identity_data */
 	bool		dirty;			/* must be written back */
@@ -121,7 +120,10 @@ typedef struct Graph
 	Size		arena_left;
 	Size		arena_block;	/* size of the next block */
 	HTAB	   *strings;		/* interned sources */
-	const char *last_string;	/* the one interned last */
+	const char **string_list;	/* by number, from 1 */
+	uint32		nstrings;
+	uint32		maxstrings;
+	uint32		last_string;	/* the one interned last */
 	IdentityRules *rules;
 	struct graph_idents_hash *idents;	/* key -> GraphIdent */
 	const char *probe;			/* the key being looked up there */
@@ -163,6 +165,14 @@ extern void graph_prefetch_profile_slot(Graph *g, int64 id);
 extern void graph_prefetch_profile(Graph *g, int64 id);
 extern const char *graph_intern_string(Graph *g, const char *s);
 extern const char *graph_intern_string_len(Graph *g, const char *s, int len);
+extern uint32 graph_string_index(Graph *g, const char *s, int len);
+
+/* An interned string by its number; 0 is NULL. */
+static inline const char *
+graph_string(Graph *g, uint32 index)
+{
+	return g->string_list[index];
+}
 
 /*
  * Apply one message.  Returns the live profile it lands on, or NULL when no

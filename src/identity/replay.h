@@ -17,17 +17,21 @@
 
 #include "identity/graph.h"
 
-/* One stored event, as the replay needs it. */
+/* One stored event, as the replay needs it (48 bytes: there are millions). */
 typedef struct ReplayEvent
 {
 	int64		event_id;
 	int64		old_profile;
-	GraphProfile *new_profile;	/* raw engine result; resolve before use */
 	TimestampTz occurred_at;
-	TimestampTz received_at;
-	const char *source;			/* interned */
+	union
+	{
+		TimestampTz received_at;	/* until replayed */
+		GraphProfile *new_profile;	/* then: the raw engine result; resolve
+									 * before use */
+	}			u;
 	GraphIdent **ids;			/* the identifiers it carries, interned */
-	int			nids;
+	int32		nids;
+	uint32		source;			/* graph_string() number */
 } ReplayEvent;
 
 typedef struct Replay

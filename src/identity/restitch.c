@@ -161,17 +161,16 @@ add_event(Replay *r, int64 event_id, int64 profile_id, TimestampTz occurred_at,
 	e = &r->events[r->nevents++];
 	e->event_id = event_id;
 	e->old_profile = profile_id;
-	e->new_profile = NULL;
 	e->occurred_at = occurred_at;
-	e->received_at = received_at;
-	e->source = NULL;
+	e->u.received_at = received_at;
+	e->source = 0;
 	if (!source_null)
 	{
 		const char *s;
 		int			len;
 
 		text_bytes(source, &s, &len);
-		e->source = graph_intern_string_len(g, s, len);
+		e->source = graph_string_index(g, s, len);
 	}
 
 	arr = stored_array(r, identifiers);
@@ -290,12 +289,12 @@ replay(Replay *r)
 
 		m.event_id = e->event_id;
 		m.occurred_at = e->occurred_at;
-		m.received_at = e->received_at;
-		m.source = e->source;
+		m.received_at = e->u.received_at;
+		m.source = graph_string(r->g, e->source);
 		m.nids = e->nids;
 		m.ids = NULL;
 		m.idents = e->ids;
-		e->new_profile = graph_apply(r->g, &m, &reject);
+		e->u.new_profile = graph_apply(r->g, &m, &reject);
 	}
 }
 

@@ -410,7 +410,7 @@ write_events(Replay *r, Diff *d, RebuildStats *st)
 	for (int64 i = 0; i < r->nevents; i++)
 	{
 		ReplayEvent *e = &r->events[i];
-		int64		f = graph_live_id(e->new_profile);
+		int64		f = graph_live_id(e->u.new_profile);
 
 		if (f == e->old_profile)
 			continue;

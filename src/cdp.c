@@ -95,6 +95,27 @@ define_gucs(void)
 							0,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("cdp.audience_naptime",
+							"Longest time audiences wait for the background worker to bring them current.",
+							"A commit that appended to the change journal (events, merges, consent, "
+							"definitions) wakes the worker at once; otherwise, and for time windows "
+							"that expire, it looks this often.",
+							&cdp_audience_naptime,
+							1000, 10, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("cdp.audience_batch_size",
+							"Most change-journal rows the audience pass takes in one transaction.",
+							"One row is one ingesting call (up to a whole inbox batch).  After a full "
+							"batch the worker starts the next one without sleeping.",
+							&cdp_audience_batch_size,
+							1000, 1, 1000000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
 	DefineCustomIntVariable("cdp.retention_naptime",
 							"How often the background worker deletes events past their retention.",
 							"It runs cdp.apply_retention(): see cdp.retention and cdp.purposes.retention.",

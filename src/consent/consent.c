@@ -30,7 +30,7 @@ char	   *cdp_purpose = NULL;
 bool		cdp_erasure_in_progress = false;
 
 static void
-consent_identity_changed(const int64 *profiles, int n)
+consent_identity_changed(const int64 *profiles, int n, bool rebuilt)
 {
 	Datum	   *d = palloc(sizeof(Datum) * n);
 	Datum		arg;

@@ -490,6 +490,7 @@ write_events_and_traits(Graph *g, IngestMessage *msgs, int n)
 				   "FROM unnest($1, $2, $3, $4, $5, $6, $8, $9, $10, $11, $12) "
 				   "AS u(p, e, o, t, ev, pr, off, n, r, s, m)",
 				   12, types, args, NULL, false);
+		identity_journal("events", args[0], args[1]);
 	}
 	if (tp.n > 0)
 	{
@@ -662,7 +663,7 @@ notify_changes(Graph *g)
 	for (int64 i = 0; i < g->nprofiles; i++)
 		if (g->profile_list[i]->ids_changed)
 			ids[n++] = g->profile_list[i]->id;
-	identity_changed(ids, n);
+	identity_changed(ids, n, false);
 }
 
 void

@@ -7,7 +7,11 @@
  */
 #include "postgres.h"
 
+#include "catalog/pg_type.h"
+#include "utils/builtins.h"
+
 #include "identity/identity.h"
+#include "identity/store.h"
 
 #define MAX_HOOKS 8
 
@@ -27,10 +31,35 @@ identity_add_change_hook(IdentityChangeHook hook)
 }
 
 void
-identity_changed(const int64 *profiles, int n)
+identity_changed(const int64 *profiles, int n, bool rebuilt)
 {
+	ArrayBuild	ids;
+
 	if (n == 0)
 		return;
 	for (int i = 0; i < nhooks; i++)
-		hooks[i] (profiles, n);
+		hooks[i] (profiles, n, rebuilt);
+
+	ab_init(&ids, INT8OID);
+	for (int i = 0; i < n; i++)
+		ab_add(&ids, Int64GetDatum(profiles[i]), false);
+	identity_journal(rebuilt ? "rebuilt" : "identity", ab_result(&ids), (Datum) 0);
+}
+
+/*
+ * Append one entry to the change journal: these profiles changed (kind
+ * "events": these events were added to them, event_ids parallel to
+ * profile_ids).  One row per call, however many profiles: the journal is
+ * cheap to write and the audience pass reads it set-at-a-time.
+ */
+void
+identity_journal(const char *kind, Datum profile_ids, Datum event_ids)
+{
+	Oid			types[3] = {TEXTOID, INT8ARRAYOID, INT8ARRAYOID};
+	Datum		args[3] = {CStringGetTextDatum(kind), profile_ids, event_ids};
+	char		nulls[3] = {' ', ' ', event_ids == (Datum) 0 ? 'n' : ' '};
+
+	store_exec(PLAN_JOURNAL,
+			   "INSERT INTO cdp.journal (kind, profile_ids, event_ids) VALUES ($1, $2, $3)",
+			   3, types, args, nulls, false);
 }

@@ -65,10 +65,16 @@ typedef struct IngestStats
  * register a hook at load time, and identity calls it, in the same
  * transaction and connected to SPI, with every profile whose identifiers
  * changed (new identifiers, merges, splits, rebuilds; tombstones included).
+ * rebuilt says the profiles were rebuilt from their events (a split or a
+ * restitch) rather than extended or merged.
+ *
+ * Identity also appends what changed to the change journal (cdp.journal),
+ * which the audience pass drains later, in batches.
  */
-typedef void (*IdentityChangeHook) (const int64 *profiles, int n);
+typedef void (*IdentityChangeHook) (const int64 *profiles, int n, bool rebuilt);
 extern void identity_add_change_hook(IdentityChangeHook hook);
-extern void identity_changed(const int64 *profiles, int n);
+extern void identity_changed(const int64 *profiles, int n, bool rebuilt);
+extern void identity_journal(const char *kind, Datum profile_ids, Datum event_ids);
 
 /* message.c */
 extern void message_from_jsonb(IngestMessage *m, Jsonb *payload, List *mappings,

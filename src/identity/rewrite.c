@@ -765,6 +765,6 @@ write_rebuild(Replay *r, RebuildStats *st)
 		ids[n++] = *(int64 *) lfirst(lc);
 	foreach(lc, d.changed_profiles)
 		ids[n++] = *(int64 *) lfirst(lc);
-	identity_changed(ids, n);
+	identity_changed(ids, n, true);
 }
 

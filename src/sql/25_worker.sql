@@ -9,9 +9,9 @@ CREATE FUNCTION cdp._wake_worker() RETURNS trigger
   SET search_path = pg_catalog, pg_temp
   AS 'MODULE_PATHNAME', 'cdp_wake_worker';
 COMMENT ON FUNCTION cdp._wake_worker() IS
-  'Internal: statement trigger on cdp.inbox that wakes the cdp background worker when the inserting transaction commits; a no-op when cdp is not preloaded';
+  'Internal: statement trigger (argument: the pass, inbox or audience) that wakes the cdp background worker when the inserting transaction commits; a no-op when cdp is not preloaded';
 
 CREATE TRIGGER wake_worker AFTER INSERT ON cdp.inbox
-  FOR EACH STATEMENT EXECUTE FUNCTION cdp._wake_worker();
+  FOR EACH STATEMENT EXECUTE FUNCTION cdp._wake_worker('inbox');
 COMMENT ON TRIGGER wake_worker ON cdp.inbox IS
   'Wake the cdp background worker at commit so that new inbox messages are ingested at once rather than after cdp.inbox_naptime (latency only)';

@@ -153,6 +153,7 @@ BEGIN
   VALUES (subject, pid, purpose, granted, source, proof, recorded_at, expires_at)
   RETURNING id INTO entry;
   PERFORM cdp._consent_refresh(ARRAY[pid]);
+  INSERT INTO cdp.journal (kind, profile_ids) VALUES ('consent', ARRAY[pid]);
   RETURN entry;
 END $$;
 COMMENT ON FUNCTION cdp.record_consent(cdp.identifier, text, boolean, text, jsonb, timestamptz, timestamptz) IS

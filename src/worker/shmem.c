@@ -57,6 +57,7 @@ cdp_shmem_startup(void)
 		memset(CdpShared, 0, sizeof(CdpSharedState));
 		CdpShared->lock = &(GetNamedLWLockTranche("cdp"))->lock;
 		CdpShared->started_at = GetCurrentTimestamp();
+		pg_atomic_init_u32(&CdpShared->wake_passes, 0);
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -111,8 +112,10 @@ append_workers(StringInfo buf, const CdpWorkerState *w)
 		appendStringInfo(buf, ", \"passes\": " INT64_FORMAT
 						 ", \"inbox_processed\": " INT64_FORMAT
 						 ", \"retention_deleted\": " INT64_FORMAT
+						 ", \"audience_profiles\": " INT64_FORMAT
 						 ", \"inbox_naptime_ms\": %d, \"inbox_batch_size\": %d, \"last_error\": ",
-						 w->passes, w->inbox_processed, w->retention_deleted, w->inbox_naptime, w->inbox_batch_size);
+						 w->passes, w->inbox_processed, w->retention_deleted, w->audience_profiles,
+						 w->inbox_naptime, w->inbox_batch_size);
 		if (w->last_error[0] == '\0')
 			appendStringInfoString(buf, "null");
 		else

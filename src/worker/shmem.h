@@ -10,6 +10,7 @@
 #define CDP_SHMEM_H
 
 #include "datatype/timestamp.h"
+#include "port/atomics.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 
@@ -31,6 +32,7 @@ typedef struct CdpWorkerState
 	int64		passes;			/* passes attempted since it started */
 	int64		inbox_processed;	/* inbox messages handled since it started */
 	int64		retention_deleted;	/* events deleted by retention since it started */
+	int64		audience_profiles;	/* profiles the audience pass re-evaluated */
 	int			inbox_naptime;	/* settings it runs with, after its last */
 	int			inbox_batch_size;	/* configuration reload */
 	char		last_error[CDP_WORKER_ERROR_LEN];	/* "" if its last pass
@@ -44,7 +46,13 @@ typedef struct CdpSharedState
 	CdpWorkerState worker;
 	bool		worker_connecting;	/* the worker's last attempt to connect to
 									 * cdp.database did not come back */
+	pg_atomic_uint32 wake_passes;	/* CDP_WAKE_* bits: what the commits that
+									 * woke the worker want run */
 } CdpSharedState;
+
+/* Which pass a wakeup is for (wake.c sets them, the worker clears them). */
+#define CDP_WAKE_INBOX		0x01
+#define CDP_WAKE_AUDIENCE	0x02
 
 /* NULL unless cdp was preloaded and shared memory is attached. */
 extern CdpSharedState *CdpShared;

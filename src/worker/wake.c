@@ -2,12 +2,13 @@
  *
  * wake.c
  *	  Waking the cdp worker when a transaction that inserted into cdp.inbox
- *	  commits, so that ingestion starts at once instead of after
- *	  cdp.inbox_naptime.
+ *	  (or appended to the change journal) commits, so that ingestion (or
+ *	  the audience pass) starts at once instead of after its naptime.
  *
- * A statement-level AFTER INSERT trigger on cdp.inbox (cdp._wake_worker())
- * only notes that this transaction inserted; a transaction callback sets
- * the worker's latch at commit.  Setting it earlier would let the worker
+ * A statement-level AFTER INSERT trigger (cdp._wake_worker('inbox') on
+ * cdp.inbox, cdp._wake_worker('audience') on cdp.journal) only notes that
+ * this transaction inserted; a transaction callback asks for the pass and
+ * sets the worker's latch at commit.  Setting it earlier would let the worker
  * look before the rows are visible, and a rolled-back insert must not wake
  * it at all.
  *
@@ -29,15 +30,16 @@
 #include "worker/shmem.h"
 #include "worker/worker.h"
 
-/* This transaction inserted into cdp.inbox: wake the worker at commit. */
-static bool wake_at_commit = false;
+/* The passes (CDP_WAKE_*) this transaction's inserts want run after commit. */
+static uint32 wake_at_commit = 0;
 static bool callback_registered = false;
 
 void
-CdpWorkerWake(void)
+CdpWorkerWake(uint32 passes)
 {
 	if (CdpShared == NULL)
 		return;
+	pg_atomic_fetch_or_u32(&CdpShared->wake_passes, passes);
 
 	/*
 	 * Under the lock, so the latch cannot be cleared (the worker exiting)
@@ -61,16 +63,16 @@ wake_xact_callback(XactEvent event, void *arg)
 	switch (event)
 	{
 		case XACT_EVENT_COMMIT:
-			if (wake_at_commit)
-				CdpWorkerWake();
-			wake_at_commit = false;
+			if (wake_at_commit != 0)
+				CdpWorkerWake(wake_at_commit);
+			wake_at_commit = 0;
 			break;
 		case XACT_EVENT_PREPARE:
 			/* COMMIT PREPARED runs elsewhere, later: the naptime covers it. */
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PARALLEL_ABORT:
-			wake_at_commit = false;
+			wake_at_commit = 0;
 			break;
 		case XACT_EVENT_PRE_COMMIT:
 		case XACT_EVENT_PARALLEL_PRE_COMMIT:
@@ -82,8 +84,9 @@ wake_xact_callback(XactEvent event, void *arg)
 /*
  * cdp._wake_worker() RETURNS trigger
  *
- * Statement-level AFTER INSERT trigger on cdp.inbox.  Without the library
- * preloaded there is no worker to wake: a no-op.
+ * Statement-level AFTER INSERT trigger; its argument names the pass
+ * ('inbox', the default, or 'audience').  Without the library preloaded
+ * there is no worker to wake: a no-op.
  */
 PG_FUNCTION_INFO_V1(cdp_wake_worker);
 Datum
@@ -96,12 +99,18 @@ cdp_wake_worker(PG_FUNCTION_ARGS)
 
 	if (CdpShared != NULL)
 	{
+		TriggerData *trigdata = (TriggerData *) fcinfo->context;
+		const char *pass = trigdata->tg_trigger->tgnargs > 0 ? trigdata->tg_trigger->tgargs[0] : "inbox";
+
 		if (!callback_registered)
 		{
 			RegisterXactCallback(wake_xact_callback, NULL);
 			callback_registered = true;
 		}
-		wake_at_commit = true;
+		if (strcmp(pass, "audience") == 0)
+			wake_at_commit |= CDP_WAKE_AUDIENCE;
+		else
+			wake_at_commit |= CDP_WAKE_INBOX;
 	}
 	return PointerGetDatum(NULL);
 }

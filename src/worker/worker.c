@@ -4,12 +4,14 @@
  *	  The cdp background worker: one process per server, connected to the
  *	  database named by cdp.database, that runs cdp's passes.
  *
- * A pass is one batch of work in its own transaction (today only the inbox
- * pass; audience evaluation will be another entry in passes[]).  Each pass
- * has its own naptime.  The loop runs every pass that is due, then sleeps
- * on its latch until the next one is due or a backend wakes it (wake.c: a
- * commit that inserted into cdp.inbox).  A pass that handled a full batch
- * is due again at once, so a backlog is drained without sleeping.
+ * A pass is one batch of work in its own transaction: the inbox pass
+ * (ingestion), the audience pass (computed traits, audiences and, in the
+ * same transaction, the activation stage) and retention.  Each pass has
+ * its own naptime.  The loop runs every pass that is due, then sleeps on
+ * its latch until the next one is due or a backend wakes it (wake.c: a
+ * commit that inserted into cdp.inbox or cdp.journal asks for the pass
+ * concerned).  A pass that handled a full batch is due again at once, so
+ * a backlog is drained without sleeping.
  *
  * The worker does not give up on errors: a pass that fails (cdp not
  * installed yet, or dropped; a function missing after a half-done upgrade;
@@ -61,6 +63,8 @@ char	   *cdp_database = NULL;
 int			cdp_inbox_naptime = 1000;
 int			cdp_inbox_batch_size = 5000;
 int			cdp_retention_naptime = 3600 * 1000;
+int			cdp_audience_naptime = 1000;
+int			cdp_audience_batch_size = 1000;
 
 typedef struct WorkerPass
 {
@@ -68,6 +72,8 @@ typedef struct WorkerPass
 	int		   *naptime;		/* its setting, in milliseconds */
 	size_t		counter;		/* offset of its int64 counter in
 								 * CdpWorkerState */
+	uint32		wake;			/* the CDP_WAKE_* bit that asks for it; 0 if
+								 * only its naptime does */
 
 	/*
 	 * One batch, run inside a transaction with SPI connected and a snapshot
@@ -79,10 +85,13 @@ typedef struct WorkerPass
 
 static int64 inbox_pass(bool *more);
 static int64 retention_pass(bool *more);
+static int64 audience_pass(bool *more);
 
+/* In this order: what the inbox ingests, the audience pass sees next. */
 static const WorkerPass passes[] = {
-	{"inbox", &cdp_inbox_naptime, offsetof(CdpWorkerState, inbox_processed), inbox_pass},
-	{"retention", &cdp_retention_naptime, offsetof(CdpWorkerState, retention_deleted), retention_pass},
+	{"inbox", &cdp_inbox_naptime, offsetof(CdpWorkerState, inbox_processed), CDP_WAKE_INBOX, inbox_pass},
+	{"audience", &cdp_audience_naptime, offsetof(CdpWorkerState, audience_profiles), CDP_WAKE_AUDIENCE, audience_pass},
+	{"retention", &cdp_retention_naptime, offsetof(CdpWorkerState, retention_deleted), 0, retention_pass},
 };
 
 #define NPASSES ((int) lengthof(passes))
@@ -336,21 +345,23 @@ run_pass(int i)
 }
 
 /*
- * Run the passes that are due (all that are not backing off when woken) and
- * return how long to sleep until the next one is due, in milliseconds.
+ * Run the passes that are due (and those a wakeup asked for, unless they
+ * are backing off after a failure) and return how long to sleep until the
+ * next one is due, in milliseconds.
  */
 static long
-run_due_passes(bool woken)
+run_due_passes(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	TimestampTz next = DT_NOEND;
+	uint32		asked = pg_atomic_exchange_u32(&CdpShared->wake_passes, 0);
 
 	for (int i = 0; i < NPASSES; i++)
 	{
 		PassState  *state = &pass_state[i];
 		PassOutcome outcome;
 
-		if (now < state->due && !(woken && !state->failing))
+		if (now < state->due && !((asked & passes[i].wake) && !state->failing))
 			continue;
 		outcome = run_pass(i);
 		now = GetCurrentTimestamp();
@@ -392,6 +403,34 @@ inbox_pass(bool *more)
 
 	*more = processed >= cdp_inbox_batch_size;
 	return processed;
+}
+
+/*
+ * The audience pass: up to cdp.audience_batch_size journal rows, the due
+ * window expiries, every audience brought current for what changed, and
+ * the activation stage (cdp._audience_pass()).
+ */
+static int64
+audience_pass(bool *more)
+{
+	Oid			argtype = INT4OID;
+	Datum		arg = Int32GetDatum(cdp_audience_batch_size);
+	bool		isnull;
+	Datum		d;
+	int64		profiles;
+
+	pgstat_report_activity(STATE_RUNNING,
+						   psprintf("SELECT cdp._audience_pass(%d)", cdp_audience_batch_size));
+	if (SPI_execute_with_args("SELECT (r ->> 'profiles')::bigint, (r ->> 'more')::boolean "
+							  "FROM cdp._audience_pass($1) AS r",
+							  1, &argtype, &arg, NULL, false, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "cdp worker: cdp._audience_pass() returned no row");
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	profiles = isnull ? 0 : DatumGetInt64(d);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	*more = !isnull && DatumGetBool(d);
+	return profiles;
 }
 
 /* Delete the events whose retention has passed (cdp.apply_retention()). */
@@ -488,7 +527,6 @@ wait_for_database(void)
 void
 cdp_worker_main(Datum main_arg)
 {
-	bool		woken = false;
 	bool		last_attempt_failed;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -527,13 +565,13 @@ cdp_worker_main(Datum main_arg)
 		MemoryContextSwitchTo(round_context);
 		MemoryContextReset(round_context);
 
-		timeout = run_due_passes(woken);
+		timeout = run_due_passes();
 
 		/*
 		 * After a full batch the timeout is 0: no sleep, only a look at the
 		 * latch and the signals.
 		 */
-		woken = worker_sleep(timeout);
+		worker_sleep(timeout);
 	}
 }
 

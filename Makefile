@@ -16,7 +16,11 @@ SQL_PARTS   = $(sort $(wildcard src/sql/*.sql))
 DATA_built  = cdp--$(EXTVERSION).sql
 DATA        = $(wildcard src/sql/updates/cdp--*--*.sql)
 
-REGRESS      = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
+# The regression tests share one database and run in the order of the stack
+# (types, identity, consent, audiences, activation): the earlier files expect
+# an empty database.  Files not listed run after these, in name order.
+REGRESS_ORDER = identifier tcstring identity consent consent_mask rights worker audience audience_random
+REGRESS      = $(REGRESS_ORDER) $(filter-out $(REGRESS_ORDER),$(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql))))
 REGRESS_OPTS = --load-extension=cdp
 ISOLATION      = $(patsubst specs/%.spec,%,$(sort $(wildcard specs/*.spec)))
 ISOLATION_OPTS = --load-extension=cdp

@@ -1,7 +1,7 @@
 -- Consent: purposes, the append-only ledger, the decision in force,
 -- TCF strings, and reads that only show what the reader's purpose allows.
 SET search_path = public, cdp;
-TRUNCATE cdp.identity_data, cdp.profile_data, cdp.trait_data, cdp.event_data, cdp.merges,
+TRUNCATE cdp.journal, cdp.identity_data, cdp.profile_data, cdp.trait_data, cdp.event_data, cdp.merges,
          cdp.identity_conflicts, cdp.message_ids, cdp.consent_state;
 SELECT setval('cdp.event_id_seq', 1, false);
 

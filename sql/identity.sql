@@ -4,7 +4,7 @@ SET search_path = public, cdp;
 -- Start from an empty graph with predictable ids (a profile id is the id of
 -- the event that created it).
 CREATE FUNCTION pg_temp.reset() RETURNS void LANGUAGE sql AS $$
-  TRUNCATE cdp.identity_data, cdp.profile_data, cdp.trait_data, cdp.event_data, cdp.merges,
+  TRUNCATE cdp.journal, cdp.identity_data, cdp.profile_data, cdp.trait_data, cdp.event_data, cdp.merges,
            cdp.identity_conflicts, cdp.message_ids, cdp.inbox, cdp.inbox_rejects;
   SELECT setval('cdp.event_id_seq', 1, false);
   SELECT setval('cdp.inbox_inbox_id_seq', 1, false);

@@ -1,6 +1,6 @@
 -- Data-subject rights (export, erasure, suppression) and retention.
 SET search_path = public, cdp;
-TRUNCATE cdp.identity_data, cdp.profile_data, cdp.trait_data, cdp.event_data, cdp.merges,
+TRUNCATE cdp.journal, cdp.identity_data, cdp.profile_data, cdp.trait_data, cdp.event_data, cdp.merges,
          cdp.identity_conflicts, cdp.message_ids, cdp.consent_state, cdp.erasures, cdp.suppressed_identifiers;
 SELECT setval('cdp.event_id_seq', 1, false);
 
@@ -64,7 +64,7 @@ RESET ROLE;
 DROP ROLE cdp_test_rights_writer;
 
 -- 5. Retention: per event name, a default from the purposes, identity evidence kept.
-TRUNCATE cdp.identity_data, cdp.profile_data, cdp.trait_data, cdp.event_data, cdp.merges, cdp.identity_conflicts, cdp.message_ids;
+TRUNCATE cdp.journal, cdp.identity_data, cdp.profile_data, cdp.trait_data, cdp.event_data, cdp.merges, cdp.identity_conflicts, cdp.message_ids;
 SELECT cdp.identify('{user_id:r1}', '{"tier": "gold"}', now() - interval '5 years');
 SELECT cdp.track('{user_id:r1}', 'Page Viewed', '{}', now() - interval '100 days');
 SELECT cdp.track('{user_id:r1}', 'Page Viewed', '{}', now() - interval '10 days');

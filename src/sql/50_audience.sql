@@ -110,15 +110,17 @@ CREATE FUNCTION cdp._trait_value_sql() RETURNS text
       END
     ELSE (SELECT CASE d.aggregate
                    WHEN 'count' THEN to_jsonb(count(*))
-                   WHEN 'sum' THEN to_jsonb(sum(x.v::numeric))
-                   WHEN 'avg' THEN to_jsonb(avg(x.v::numeric))
-                   WHEN 'min' THEN to_jsonb(min(x.v::numeric))
-                   WHEN 'max' THEN to_jsonb(max(x.v::numeric))
+                   WHEN 'sum' THEN to_jsonb(sum(x.num))
+                   WHEN 'avg' THEN to_jsonb(avg(x.num))
+                   WHEN 'min' THEN to_jsonb(min(x.num))
+                   WHEN 'max' THEN to_jsonb(max(x.num))
                    WHEN 'first' THEN to_jsonb((array_agg(x.v ORDER BY x.at, x.id))[1])
                    WHEN 'last' THEN to_jsonb((array_agg(x.v ORDER BY x.at DESC, x.id DESC))[1])
                    WHEN 'count_distinct' THEN to_jsonb(count(DISTINCT x.v))
                  END
-            FROM unnest(s.ats, s.ids, s.vals) AS x(at, id, v)
+            FROM (SELECT u.at, u.id, u.v,
+                         CASE WHEN d.aggregate IN ('sum', 'avg', 'min', 'max') THEN u.v::numeric END AS num
+                    FROM unnest(s.ats, s.ids, s.vals) AS u(at, id, v)) AS x
            WHERE x.at > $1 - d."window")
     END $sql$;
 COMMENT ON FUNCTION cdp._trait_value_sql() IS 'Internal: SQL for a computed trait''s value from its state';

@@ -30,6 +30,8 @@ TO cdp_admin, cdp_writer, cdp_analyst, cdp_pii_reader;
 
 -- Analysts: the consent-aware views and what the purposes are.
 GRANT SELECT ON cdp.profiles, cdp.profile_identifiers, cdp.events, cdp.purposes TO cdp_analyst;
+GRANT SELECT ON cdp.profile_traits, cdp.audiences, cdp.audience_members, cdp.audience_changes,
+  cdp.computed_traits TO cdp_analyst;
 
 -- Writers: ingestion and consent recording.
 GRANT EXECUTE ON FUNCTION

@@ -1,0 +1,247 @@
+-- Computed traits, audiences, their change log and the audience pass.
+-- Event names start with "Aud " and identifiers with aud- so that other
+-- test files' data never matches a rule here.
+SET client_min_messages = warning;
+SET timezone = 'UTC';
+
+CREATE FUNCTION pg_temp.p(email text) RETURNS bigint LANGUAGE sql
+  RETURN cdp.profile_of(cdp.identifier('email', email));
+-- Who is in an audience, by the email of the profile (sorted).
+CREATE FUNCTION pg_temp.members(audience text) RETURNS text LANGUAGE sql
+  RETURN (SELECT coalesce(string_agg(e, ' ' ORDER BY e), '-') FROM (
+            SELECT (SELECT min(cdp.identifier_value(i.identifier)) FROM cdp.identity_data i
+                     WHERE i.profile_id = m.profile_id AND i.kind = 'email') AS e
+              FROM cdp.audience_members m WHERE m.audience = members.audience) q);
+
+------------------------------------------------------------------------
+-- Computed traits: every aggregate, windows, filters
+------------------------------------------------------------------------
+SELECT cdp.track(ARRAY[cdp.identifier('email', 'aud-ann@example.com')], 'Aud Order',
+                 '{"revenue": 120, "sku": "shoe"}', now() - interval '10 days') > 0 AS ok;
+SELECT cdp.track(ARRAY[cdp.identifier('email', 'aud-ann@example.com')], 'Aud Order',
+                 '{"revenue": "30.5", "sku": "sock"}', now() - interval '100 days') > 0 AS ok;
+SELECT cdp.track(ARRAY[cdp.identifier('email', 'aud-ann@example.com')], 'Aud Order',
+                 '{"revenue": "n/a", "sku": "shoe"}', now() - interval '5 days') > 0 AS ok;
+SELECT cdp.track(ARRAY[cdp.identifier('email', 'aud-ann@example.com')], 'Aud Page', '{}', now()) > 0 AS ok;
+SELECT cdp.identify(ARRAY[cdp.identifier('email', 'aud-bob@example.com')], '{"country": "DE"}') > 0 AS ok;
+
+-- Defined after the events: backfilled (by the next pass for events it has
+-- not seen yet).
+SELECT cdp.create_trait('aud_orders', 'count', 'Aud Order');
+SELECT cdp.create_trait('aud_orders_90d', 'count', 'Aud Order', NULL, '90 days');
+SELECT cdp.create_trait('aud_revenue', 'sum', 'Aud Order', 'revenue');
+SELECT cdp.create_trait('aud_avg', 'avg', 'Aud Order', 'revenue');
+SELECT cdp.create_trait('aud_min', 'min', 'Aud Order', 'revenue');
+SELECT cdp.create_trait('aud_max_30d', 'max', 'Aud Order', 'revenue', '30 days');
+SELECT cdp.create_trait('aud_first_sku', 'first', 'Aud Order', 'sku');
+SELECT cdp.create_trait('aud_last_sku', 'last', 'Aud Order', 'sku');
+SELECT cdp.create_trait('aud_skus', 'count_distinct', 'Aud Order', 'sku');
+SELECT cdp.create_trait('aud_big', 'count', 'Aud Order', NULL, NULL,
+                        $$cdp._jsonb_numeric(properties -> 'revenue') > 100$$);
+SELECT cdp.create_trait('aud_any', 'count', NULL, NULL, '1 day');
+SELECT (cdp.refresh_audiences() ->> 'errors')::int AS errors;
+
+SELECT t.aud_orders, t.aud_orders_90d, t.aud_revenue, round(t.aud_avg, 2) AS aud_avg, t.aud_min, t.aud_max_30d,
+       t.aud_first_sku, t.aud_last_sku, t.aud_skus, t.aud_big, t.aud_any
+  FROM cdp.profile_traits t WHERE t.profile_id = pg_temp.p('aud-ann@example.com');
+-- Nothing matched: count is 0, the others NULL.
+SELECT t.aud_orders, t.aud_revenue, t.aud_first_sku, t.aud_skus, t.aud_any, t.traits
+  FROM cdp.profile_traits t WHERE t.profile_id = pg_temp.p('aud-bob@example.com');
+SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
+ WHERE attrelid = 'cdp.profile_traits'::regclass AND attnum > 0 ORDER BY attnum;
+
+-- New events are folded in by the pass, not at ingestion.
+SELECT cdp.track(ARRAY[cdp.identifier('email', 'aud-ann@example.com')], 'Aud Order',
+                 '{"revenue": 7, "sku": "hat"}', now() - interval '1 hour') > 0 AS ok;
+SELECT aud_orders FROM cdp.profile_traits WHERE profile_id = pg_temp.p('aud-ann@example.com');
+SELECT (cdp.refresh_audiences() ->> 'errors')::int AS errors;
+SELECT aud_orders, aud_revenue, aud_min, aud_max_30d, aud_last_sku, aud_skus
+  FROM cdp.profile_traits WHERE profile_id = pg_temp.p('aud-ann@example.com');
+
+-- Bad definitions.
+SELECT cdp.create_trait('Orders', 'count');
+SELECT cdp.create_trait('aud_orders', 'count');
+SELECT cdp.create_trait('traits', 'count');
+SELECT cdp.create_trait('aud_x', 'median', 'Aud Order', 'revenue');
+SELECT cdp.create_trait('aud_x', 'sum', 'Aud Order');
+SELECT cdp.create_trait('aud_x', 'count', 'Aud Order', 'revenue');
+SELECT cdp.create_trait('aud_x', 'count', 'Aud Order', NULL, '-1 day');
+SELECT cdp.create_trait('aud_x', 'count', 'Aud Order', NULL, NULL, 'properties->>''sku'' = ');
+SELECT cdp.create_trait('aud_x', 'count', 'Aud Order', NULL, NULL, 'event = ''x''');
+SELECT cdp.create_trait('aud_x', 'count', 'Aud Order', NULL, NULL, 'random() < 0.5');
+SELECT cdp.create_trait('aud_x', 'count', 'Aud Order', NULL, NULL, '(SELECT true)');
+SELECT cdp.drop_trait('aud_nope');
+
+------------------------------------------------------------------------
+-- Audiences
+------------------------------------------------------------------------
+SELECT cdp.preview_audience('aud_orders >= 2') - 'sample' AS preview,
+       jsonb_array_length(cdp.preview_audience('aud_orders >= 2') -> 'sample') AS sample_size;
+SELECT cdp.preview_audience('aud_orders >= 2', 'email_marketing') - 'sample' AS preview;
+SELECT cdp.create_audience('aud_buyers', 'aud_orders_90d >= 2', NULL, 'Ordered twice in 90 days') > 0 AS created;
+SELECT cdp.create_audience('aud_de_mail',
+         $$traits->>'country' = 'DE' AND (aud_any > 0 OR NOT cdp.in_audience('aud_buyers'))$$, 'email_marketing') > 0 AS created;
+SELECT cdp.create_audience('aud_campaign', $$cdp.in_audience('aud_buyers') AND NOT cdp.in_audience('aud_de_mail')$$) > 0 AS created;
+-- Nothing happens until a pass runs.
+SELECT name, size, pending > 0 AS pending FROM cdp.audiences WHERE name LIKE 'aud%' ORDER BY name;
+SELECT (cdp.refresh_audiences() ->> 'errors')::int AS errors;
+SELECT name, size, pending, depends_on, error FROM cdp.audiences WHERE name LIKE 'aud%' ORDER BY name;
+SELECT pg_temp.members('aud_buyers') AS buyers, pg_temp.members('aud_de_mail') AS de_mail,
+       pg_temp.members('aud_campaign') AS campaign;
+
+-- Consent for the purpose brings Bob in; withdrawing it takes him out.
+SELECT cdp.record_consent(cdp.identifier('email', 'aud-bob@example.com'), 'email_marketing', true) > 0 AS recorded;
+SELECT (cdp.refresh_audiences() ->> 'errors')::int AS errors;
+SELECT pg_temp.members('aud_de_mail') AS de_mail;
+SELECT cdp.record_consent(cdp.identifier('email', 'aud-bob@example.com'), 'email_marketing', false) > 0 AS recorded;
+SELECT (cdp.refresh_audiences() ->> 'errors')::int AS errors;
+SELECT pg_temp.members('aud_de_mail') AS de_mail;
+SELECT cdp.record_consent(cdp.identifier('email', 'aud-bob@example.com'), 'email_marketing', true) > 0 AS recorded;
+SELECT (cdp.refresh_audiences() ->> 'errors')::int AS errors;
+
+-- A merge: Bob's state joins Ann's (the older profile); Bob's profile
+-- leaves every audience, Ann's qualifies for more.
+SELECT cdp.identify(ARRAY[cdp.identifier('email', 'aud-bob@example.com'), cdp.identifier('user_id', 'aud-u1')]) > 0 AS ok;
+SELECT cdp.track(ARRAY[cdp.identifier('email', 'aud-bob@example.com')], 'Aud Order', '{"revenue": 50, "sku": "cap"}',
+                 now() - interval '2 days') > 0 AS ok;
+SELECT cdp.identify(ARRAY[cdp.identifier('email', 'aud-ann@example.com'), cdp.identifier('user_id', 'aud-u1')]) > 0 AS ok;
+SELECT (cdp.refresh_audiences() ->> 'errors')::int AS errors;
+SELECT aud_orders, aud_revenue, aud_skus, aud_last_sku, traits->>'country' AS country
+  FROM cdp.profile_traits WHERE profile_id = pg_temp.p('aud-bob@example.com');
+SELECT pg_temp.members('aud_buyers') AS buyers, pg_temp.members('aud_de_mail') AS de_mail,
+       pg_temp.members('aud_campaign') AS campaign;
+
+-- The change log, in order, with reasons (profile ids as first/second).
+SELECT c.audience, c.change, c.reason,
+       CASE c.profile_id WHEN pg_temp.p('aud-ann@example.com') THEN 'ann' ELSE 'bob''s old profile' END AS who
+  FROM cdp.audience_changes c WHERE c.audience LIKE 'aud%' ORDER BY c.change_id;
+
+-- Replaying the log gives the membership.
+CREATE TEMP VIEW replayed AS
+  SELECT audience, profile_id FROM (
+    SELECT DISTINCT ON (audience, profile_id) audience, profile_id, change
+      FROM cdp.audience_changes WHERE audience LIKE 'aud%' ORDER BY audience, profile_id, change_id DESC) l
+   WHERE change = 'entered';
+SELECT count(*) AS mismatches FROM (
+  (SELECT audience, profile_id FROM cdp.audience_members WHERE audience LIKE 'aud%' EXCEPT SELECT * FROM replayed)
+  UNION ALL
+  (SELECT * FROM replayed EXCEPT SELECT audience, profile_id FROM cdp.audience_members WHERE audience LIKE 'aud%')) d;
+
+-- A full re-evaluation finds nothing to change.
+SELECT cdp.refresh_audience('aud_campaign', true) - 'size' AS full_refresh;
+
+-- Split: forgetting the user id that joined them gives Bob a profile of his
+-- own again, with his traits recomputed from his events.
+SELECT cdp.forget_identifier(cdp.identifier('user_id', 'aud-u1')) IS NOT NULL AS forgotten;
+SELECT (cdp.refresh_audiences() ->> 'errors')::int AS errors;
+SELECT pg_temp.p('aud-ann@example.com') <> pg_temp.p('aud-bob@example.com') AS split;
+SELECT aud_orders, aud_revenue, aud_last_sku, aud_skus
+  FROM cdp.profile_traits WHERE profile_id IN (pg_temp.p('aud-ann@example.com'), pg_temp.p('aud-bob@example.com'))
+ ORDER BY profile_id;
+SELECT pg_temp.members('aud_buyers') AS buyers, pg_temp.members('aud_de_mail') AS de_mail,
+       pg_temp.members('aud_campaign') AS campaign;
+
+-- Time windows expire on their own: a member leaves when the window passes.
+SELECT cdp.create_trait('aud_flash', 'count', 'Aud Flash', NULL, '2 seconds');
+SELECT cdp.create_audience('aud_flash_buyers', 'aud_flash > 0') > 0 AS created;
+SELECT cdp.track(ARRAY[cdp.identifier('email', 'aud-cy@example.com')], 'Aud Flash', '{}', now() - interval '1 second') > 0 AS ok;
+SELECT (cdp.refresh_audiences() ->> 'errors')::int AS errors;
+SELECT pg_temp.members('aud_flash_buyers') AS flash;
+SELECT next_due IS NOT NULL AS has_due FROM cdp.computed_trait_values WHERE profile_id = pg_temp.p('aud-cy@example.com');
+SELECT pg_sleep(1.5);
+SELECT (cdp.refresh_audiences() ->> 'due')::int >= 1 AS expired_some;
+SELECT pg_temp.members('aud_flash_buyers') AS flash;
+SELECT aud_flash FROM cdp.profile_traits WHERE profile_id = pg_temp.p('aud-cy@example.com');
+SELECT change, reason FROM cdp.audience_changes WHERE audience = 'aud_flash_buyers' ORDER BY change_id;
+
+-- So does consent that expires.
+SELECT cdp.create_audience('aud_cy_mail', 'aud_any > 0 AND aud_flash = 0', 'email_marketing') > 0 AS created;
+SELECT cdp.record_consent(cdp.identifier('email', 'aud-cy@example.com'), 'email_marketing', true, NULL, '{}',
+                          now(), clock_timestamp() + interval '1.5 seconds') > 0 AS recorded;
+SELECT (cdp.refresh_audiences() ->> 'errors')::int AS errors;
+SELECT pg_temp.members('aud_cy_mail') AS cy_mail;
+SELECT pg_sleep(1.7);
+SELECT (cdp.refresh_audiences() ->> 'errors')::int AS errors;
+SELECT pg_temp.members('aud_cy_mail') AS cy_mail;
+SELECT change, reason FROM cdp.audience_changes WHERE audience = 'aud_cy_mail' ORDER BY change_id;
+
+-- Erasure: the profile leaves its audiences, its computed traits go at once.
+SELECT cdp.record_consent(cdp.identifier('email', 'aud-cy@example.com'), 'email_marketing', true) > 0 AS recorded;
+SELECT (cdp.refresh_audiences() ->> 'errors')::int AS errors;
+SELECT pg_temp.members('aud_cy_mail') AS cy_mail;
+SELECT cdp.erase_subject(cdp.identifier('email', 'aud-cy@example.com'), 'test') ->> 'profiles' AS erased;
+SELECT count(*) AS left_over FROM cdp.computed_trait_state s
+ WHERE NOT EXISTS (SELECT FROM cdp.profile_data p WHERE p.profile_id = s.profile_id);
+SELECT (cdp.refresh_audiences() ->> 'errors')::int AS errors;
+SELECT change, reason FROM cdp.audience_changes WHERE audience = 'aud_cy_mail' ORDER BY change_id DESC LIMIT 1;
+SELECT pg_temp.members('aud_cy_mail') AS cy_mail;
+SELECT count(*) AS mismatches FROM (
+  (SELECT audience, profile_id FROM cdp.audience_members WHERE audience LIKE 'aud%' EXCEPT SELECT * FROM replayed)
+  UNION ALL
+  (SELECT * FROM replayed EXCEPT SELECT audience, profile_id FROM cdp.audience_members WHERE audience LIKE 'aud%')) d;
+
+------------------------------------------------------------------------
+-- Rules: what is refused, and why
+------------------------------------------------------------------------
+SELECT cdp.create_audience('aud_bad', 'aud_orders >');
+SELECT cdp.create_audience('aud_bad', 'aud_nosuch > 1');
+SELECT cdp.create_audience('aud_bad', 'aud_orders');
+SELECT cdp.create_audience('aud_bad', 'random() > 0.5');
+SELECT cdp.create_audience('aud_bad', 'true; DROP TABLE cdp.journal');
+SELECT cdp.create_audience('aud_bad', 'true FROM pg_authid');
+SELECT cdp.create_audience('aud_bad', 'true) OR (true');
+SELECT cdp.create_audience('aud_bad', 'profile_id IN (SELECT 1)');
+SELECT cdp.create_audience('aud_bad', 'count(*) > 1');
+SELECT cdp.create_audience('aud_bad', 'cdp.in_audience(''aud_nope'')');
+SELECT cdp.create_audience('aud_bad', 'cdp.in_audience(traits->>''x'')');
+SELECT cdp.create_audience('aud_bad', '');
+SELECT cdp.create_audience('aud_bad', NULL);
+SELECT cdp.create_audience('Aud Bad', 'true');
+SELECT cdp.create_audience('aud_buyers', 'true');
+SELECT cdp.create_audience('aud_bad', 'true', 'nosuch_purpose');
+SELECT cdp.alter_audience('aud_buyers', 'cdp.in_audience(''aud_campaign'')');
+SELECT cdp.alter_audience('aud_buyers', 'cdp.in_audience(''aud_buyers'')');
+SELECT cdp.alter_audience('aud_nope', 'true');
+SELECT cdp.drop_audience('aud_buyers');
+SELECT cdp.drop_trait('aud_orders_90d');
+SELECT cdp.drop_audience('aud_nope');
+SELECT cdp.in_audience('aud_buyers');
+SELECT count(*) AS nothing_created FROM cdp.audience_data WHERE name = 'aud_bad';
+
+-- A rule that fails at run time marks its audience, the others go on.
+SELECT cdp.create_audience('aud_fragile', $$(traits->>'age')::int > 30$$) > 0 AS created;
+SELECT cdp.identify(ARRAY[cdp.identifier('email', 'aud-dee@example.com')], '{"age": "thirty"}') > 0 AS ok;
+SELECT (cdp.refresh_audiences() ->> 'errors')::int > 0 AS had_errors;
+SELECT name, error IS NOT NULL AS errored, error FROM cdp.audiences WHERE name IN ('aud_fragile', 'aud_buyers') ORDER BY name;
+SELECT cdp.alter_audience('aud_fragile', $$traits->>'age' ~ '^\d+$' AND (traits->>'age')::int > 30$$);
+SELECT (cdp.refresh_audiences() ->> 'errors')::int AS errors;
+SELECT name, error FROM cdp.audiences WHERE name = 'aud_fragile';
+
+-- Altering a rule re-evaluates it over everyone; dropping removes it.
+SELECT cdp.alter_audience('aud_campaign', 'aud_orders >= 1');
+SELECT (cdp.refresh_audiences() ->> 'errors')::int AS errors;
+SELECT pg_temp.members('aud_campaign') AS campaign;
+SELECT change, reason FROM cdp.audience_changes WHERE audience = 'aud_campaign' ORDER BY change_id DESC LIMIT 1;
+SELECT cdp.drop_audience('aud_campaign');
+SELECT cdp.drop_audience('aud_fragile');
+SELECT count(*) FROM cdp.audience_changes WHERE audience = 'aud_campaign';
+SELECT cdp.drop_trait('aud_min');
+SELECT count(*) AS column_gone FROM pg_attribute WHERE attrelid = 'cdp.profile_traits'::regclass AND attname = 'aud_min';
+
+------------------------------------------------------------------------
+-- Analysts: consent-aware reads; no writes
+------------------------------------------------------------------------
+SELECT pg_temp.p('aud-bob@example.com') AS bob \gset
+CREATE ROLE aud_analyst LOGIN IN ROLE cdp_analyst;
+SET ROLE aud_analyst;
+SELECT count(*) AS without_purpose FROM cdp.audience_members WHERE audience LIKE 'aud%';
+SET cdp.purpose = 'email_marketing';
+SELECT audience, profile_id = :bob AS is_bob FROM cdp.audience_members WHERE audience LIKE 'aud%' ORDER BY 1;
+-- Bob's traits, masked where personal (none here), and his computed traits.
+SELECT traits, aud_orders, aud_last_sku FROM cdp.profile_traits WHERE profile_id = :bob;
+SELECT name, size FROM cdp.audiences WHERE name LIKE 'aud%' ORDER BY name;
+SELECT cdp.create_audience('aud_x', 'true');
+SELECT count(*) FROM cdp.audience_member_data;
+RESET cdp.purpose;
+RESET ROLE;
+DROP ROLE aud_analyst;

@@ -233,3 +233,86 @@ SELECT erased_at::date AS "erased on", reason AS "reason", left(identifier_hashe
 SELECT cdp.ingest(jsonb_build_object('type', 'identify', 'traits', jsonb_build_object('email', cdp.identifier_value(s.identifier))))->'rejected'->0->>'error'
          AS "ingesting the erased email again"
   FROM subject s;
+
+\echo
+\echo '================================================================'
+\echo ' cdp demo — audiences: computed traits, SQL rules, kept current'
+\echo '================================================================'
+\echo
+
+-- Computed traits over the stream (kept incrementally by the audience pass).
+\o /dev/null
+SELECT cdp.create_trait('orders_90d', 'count', 'Order Completed', NULL, '90 days');
+SELECT cdp.create_trait('revenue_90d', 'sum', 'Order Completed', 'revenue', '90 days');
+SELECT cdp.create_trait('product_views_90d', 'count', 'Product Viewed', NULL, '90 days');
+SELECT cdp.create_trait('carts_24h', 'count', 'Product Added', NULL, '24 hours');
+SELECT cdp.create_trait('carts_1h', 'count', 'Product Added', NULL, '1 hour');
+SELECT cdp.create_trait('orders_24h', 'count', 'Order Completed', NULL, '24 hours');
+SELECT cdp.create_trait('last_product', 'last', 'Product Added', 'product_id');
+SELECT cdp.create_trait('critical_opened', 'count', 'Ticket Opened', NULL, NULL, $$properties->>'priority' = 'critical'$$);
+SELECT cdp.create_trait('critical_closed', 'count', 'Ticket Closed', NULL, NULL, $$properties->>'priority' = 'critical'$$);
+
+-- Audiences, in SQL over cdp.profile_traits.
+SELECT cdp.create_audience('open_critical_ticket', 'critical_opened > critical_closed', NULL,
+                           'An open critical support ticket: excluded from every campaign');
+SELECT cdp.create_audience('cart_abandoners',
+         $$carts_24h > 0 AND carts_1h = 0 AND orders_24h = 0 AND NOT cdp.in_audience('open_critical_ticket')$$,
+         'email_marketing', 'Added to cart in the last day, not in the last hour, no order since');
+SELECT cdp.create_audience('high_value_de',
+         $$orders_90d >= 3 AND revenue_90d > 300 AND traits->>'country' = 'DE' AND NOT cdp.in_audience('open_critical_ticket')$$,
+         'email_marketing', 'German customers with three orders over 300 EUR in 90 days');
+SELECT cdp.create_audience('social_retargeting', 'product_views_90d >= 10 AND orders_90d = 0', 'advertising',
+                           'Browsed a lot, never bought: for ad platforms');
+SELECT cdp.refresh_audiences();
+\o
+\echo 'Computed traits (cdp.create_trait): columns of cdp.profile_traits'
+\echo '-----------------------------------------------------------------'
+SELECT name AS "trait", aggregate AS "aggregate", event AS "of event", property AS "property",
+       "window" AS "window", filter AS "filter"
+  FROM cdp.computed_traits ORDER BY trait_id;
+
+\echo
+\echo 'Audiences over the retail data (members need consent for the audience purpose)'
+\echo '-------------------------------------------------------------------------------'
+SELECT name AS "audience", purpose AS "purpose", size AS "members", rule AS "rule"
+  FROM cdp.audiences ORDER BY name;
+
+-- Live: three customers act now.
+CREATE TEMP TABLE live AS
+  SELECT (SELECT m.profile_id FROM cdp.audience_members m WHERE m.audience = 'high_value_de' ORDER BY m.profile_id LIMIT 1) AS vip,
+         (SELECT t.profile_id FROM cdp.profile_traits t
+           WHERE t.traits->>'country' = 'DE' AND t.orders_90d = 2 AND t.revenue_90d > 200
+             AND cdp.has_consent(t.profile_id, 'email_marketing') ORDER BY t.profile_id LIMIT 1) AS almost,
+         (SELECT c.profile_id FROM cdp.consents c WHERE c.purpose = 'email_marketing' AND c.granted
+           ORDER BY c.profile_id DESC LIMIT 1) AS shopper;
+CREATE TEMP TABLE live_ids AS
+  SELECT l.*, (SELECT i.identifier FROM cdp.profile_identifiers i WHERE i.profile_id = l.vip ORDER BY 1 LIMIT 1) AS vip_id,
+         (SELECT i.identifier FROM cdp.profile_identifiers i WHERE i.profile_id = l.almost ORDER BY 1 LIMIT 1) AS almost_id,
+         (SELECT i.identifier FROM cdp.profile_identifiers i WHERE i.profile_id = l.shopper ORDER BY 1 LIMIT 1) AS shopper_id
+    FROM live l;
+SELECT max(change_id) AS before FROM cdp.audience_change_data \gset
+SELECT count(*) AS "events streamed now" FROM live_ids l, LATERAL (VALUES
+  -- a German customer's third order crosses the line
+  (cdp.track(ARRAY[l.almost_id], 'Order Completed', '{"order_id": "live-1", "revenue": 180}', now())),
+  -- a high-value customer opens a critical ticket: out of every campaign at once
+  (cdp.track(ARRAY[l.vip_id], 'Ticket Opened', '{"ticket_id": "live-2", "priority": "critical"}', now())),
+  -- a shopper put something in the cart 59 minutes and 50 seconds ago and left
+  (cdp.track(ARRAY[l.shopper_id], 'Product Added', '{"product_id": "sofa-42"}', now() - interval '59 minutes 50 seconds'))) v(e);
+\o /dev/null
+SELECT cdp.refresh_audiences();
+\o
+\echo
+\echo 'What changed (cdp.audience_changes), seconds after the events'
+\echo '-------------------------------------------------------------'
+SELECT c.audience AS "audience", c.change AS "change", c.reason AS "reason",
+       CASE c.profile_id WHEN l.almost THEN 'third order' WHEN l.vip THEN 'critical ticket' ELSE 'cart' END AS "who"
+  FROM cdp.audience_changes c, live l WHERE c.change_id > :before ORDER BY c.change_id;
+\echo
+\echo 'Ten seconds later the cart is an hour old: the 1-hour window expires and the shopper becomes a cart abandoner'
+\o /dev/null
+SELECT pg_sleep(11);
+SELECT cdp.refresh_audiences();
+\o
+SELECT c.audience AS "audience", c.change AS "change", c.reason AS "reason", t.last_product AS "last product added"
+  FROM cdp.audience_changes c JOIN live l ON c.profile_id = l.shopper JOIN cdp.profile_traits t ON t.profile_id = c.profile_id
+ WHERE c.change_id > :before ORDER BY c.change_id;

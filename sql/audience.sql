@@ -23,7 +23,7 @@ SELECT cdp.track(ARRAY[cdp.identifier('email', 'aud-ann@example.com')], 'Aud Ord
 SELECT cdp.track(ARRAY[cdp.identifier('email', 'aud-ann@example.com')], 'Aud Order',
                  '{"revenue": "n/a", "sku": "shoe"}', now() - interval '5 days') > 0 AS ok;
 SELECT cdp.track(ARRAY[cdp.identifier('email', 'aud-ann@example.com')], 'Aud Page', '{}', now()) > 0 AS ok;
-SELECT cdp.identify(ARRAY[cdp.identifier('email', 'aud-bob@example.com')], '{"country": "DE"}') > 0 AS ok;
+SELECT cdp.identify(ARRAY[cdp.identifier('email', 'aud-bob@example.com')], '{"country": "DE", "suite": "aud"}') > 0 AS ok;
 
 -- Defined after the events: backfilled (by the next pass for events it has
 -- not seen yet).
@@ -80,7 +80,8 @@ SELECT cdp.preview_audience('aud_orders >= 2') - 'sample' AS preview,
 SELECT cdp.preview_audience('aud_orders >= 2', 'email_marketing') - 'sample' AS preview;
 SELECT cdp.create_audience('aud_buyers', 'aud_orders_90d >= 2', NULL, 'Ordered twice in 90 days') > 0 AS created;
 SELECT cdp.create_audience('aud_de_mail',
-         $$traits->>'country' = 'DE' AND (aud_any > 0 OR NOT cdp.in_audience('aud_buyers'))$$, 'email_marketing') > 0 AS created;
+         $$traits->>'country' = 'DE' AND traits->>'suite' = 'aud' AND (aud_any > 0 OR NOT cdp.in_audience('aud_buyers'))$$,
+         'email_marketing') > 0 AS created;
 SELECT cdp.create_audience('aud_campaign', $$cdp.in_audience('aud_buyers') AND NOT cdp.in_audience('aud_de_mail')$$) > 0 AS created;
 -- Nothing happens until a pass runs.
 SELECT name, size, pending > 0 AS pending FROM cdp.audiences WHERE name LIKE 'aud%' ORDER BY name;
@@ -144,6 +145,7 @@ SELECT pg_temp.members('aud_buyers') AS buyers, pg_temp.members('aud_de_mail') A
 -- Time windows expire on their own: a member leaves when the window passes.
 SELECT cdp.create_trait('aud_flash', 'count', 'Aud Flash', NULL, '2 seconds');
 SELECT cdp.create_audience('aud_flash_buyers', 'aud_flash > 0') > 0 AS created;
+SELECT cdp.identify(ARRAY[cdp.identifier('email', 'aud-cy@example.com')], '{"suite": "aud"}') > 0 AS ok;
 SELECT cdp.track(ARRAY[cdp.identifier('email', 'aud-cy@example.com')], 'Aud Flash', '{}', now() - interval '1 second') > 0 AS ok;
 SELECT (cdp.refresh_audiences() ->> 'errors')::int AS errors;
 SELECT pg_temp.members('aud_flash_buyers') AS flash;
@@ -155,7 +157,7 @@ SELECT aud_flash FROM cdp.profile_traits WHERE profile_id = pg_temp.p('aud-cy@ex
 SELECT change, reason FROM cdp.audience_changes WHERE audience = 'aud_flash_buyers' ORDER BY change_id;
 
 -- So does consent that expires.
-SELECT cdp.create_audience('aud_cy_mail', 'aud_any > 0 AND aud_flash = 0', 'email_marketing') > 0 AS created;
+SELECT cdp.create_audience('aud_cy_mail', $$aud_any > 0 AND aud_flash = 0 AND traits->>'suite' = 'aud'$$, 'email_marketing') > 0 AS created;
 SELECT cdp.record_consent(cdp.identifier('email', 'aud-cy@example.com'), 'email_marketing', true, NULL, '{}',
                           now(), clock_timestamp() + interval '1.5 seconds') > 0 AS recorded;
 SELECT (cdp.refresh_audiences() ->> 'errors')::int AS errors;

@@ -163,7 +163,8 @@ COMMENT ON FUNCTION cdp._membership_sql() IS 'Internal: the membership test cdp.
 -- or (rebuilding) every event of profiles, except events still waiting in
 -- the journal (a later pass folds them: no event is counted twice, nor
 -- missed).  Events of skip_profiles are left out (they are rebuilt).
--- Returns the profiles whose state changed.
+-- The events are read once, for every trait, in one statement.  Returns
+-- the profiles whose state changed.
 CREATE FUNCTION cdp._trait_fold(event_ids bigint[], profiles bigint[], skip_profiles bigint[],
                                 as_of timestamptz, only_trait integer DEFAULT NULL) RETURNS bigint[]
   LANGUAGE plpgsql
@@ -175,8 +176,10 @@ DECLARE
   val text;
   agg text;
   keep text;
-  touched bigint[] := '{}';
-  part bigint[];
+  parts text[] := '{}';
+  events text[] := '{}';
+  any_event boolean := false;
+  touched bigint[];
 BEGIN
   IF event_ids IS NOT NULL THEN
     src := 'e.event_id = ANY ($1)';
@@ -191,6 +194,11 @@ BEGIN
 
   FOR c IN SELECT * FROM cdp.computed_traits ct
             WHERE only_trait IS NULL OR ct.trait_id = only_trait ORDER BY ct.trait_id LOOP
+    IF c.event IS NULL THEN
+      any_event := true;
+    ELSE
+      events := events || c.event;
+    END IF;
     val := CASE WHEN c.aggregate IN ('sum', 'avg', 'min', 'max')
                 THEN format('cdp._jsonb_numeric(e.properties -> %L)::text', c.property)
                 WHEN c.property IS NOT NULL THEN format('e.properties ->> %L', c.property)
@@ -201,12 +209,9 @@ BEGIN
       agg := 'count(*), NULL::numeric, NULL::numeric, NULL::numeric, NULL::timestamptz, NULL::bigint, NULL::text, '
              'NULL::timestamptz, NULL::bigint, NULL::text, array_agg(m.v), array_agg(m.occurred_at), array_agg(m.event_id)';
     ELSE
-      agg := CASE c.aggregate
-        WHEN 'count' THEN 'count(*), NULL::numeric, NULL::numeric, NULL::numeric'
-        WHEN 'count_distinct' THEN 'count(*), NULL::numeric, NULL::numeric, NULL::numeric'
-        WHEN 'first' THEN 'count(*), NULL::numeric, NULL::numeric, NULL::numeric'
-        WHEN 'last' THEN 'count(*), NULL::numeric, NULL::numeric, NULL::numeric'
-        ELSE 'count(*), sum(m.v::numeric), min(m.v::numeric), max(m.v::numeric)' END
+      agg := CASE WHEN c.aggregate IN ('sum', 'avg', 'min', 'max')
+                  THEN 'count(*), sum(m.v::numeric), min(m.v::numeric), max(m.v::numeric)'
+                  ELSE 'count(*), NULL::numeric, NULL::numeric, NULL::numeric' END
       || CASE WHEN c.aggregate = 'first'
               THEN ', min(m.occurred_at), (array_agg(m.event_id ORDER BY m.occurred_at, m.event_id))[1], '
                    '(array_agg(m.v ORDER BY m.occurred_at, m.event_id))[1]'
@@ -220,22 +225,32 @@ BEGIN
               ELSE ', NULL::text[]' END
       || ', NULL::timestamptz[], NULL::bigint[]';
     END IF;
-
-    EXECUTE format(
-      'WITH m AS (SELECT e.profile_id, e.event_id, e.occurred_at, %s AS v FROM cdp.event_data e '
-      '            WHERE %s%s%s), '
-      'up AS (INSERT INTO cdp.computed_trait_state AS s (profile_id, trait_id, n, total, lo, hi, first_at, first_id, '
-      '         first_val, last_at, last_id, last_val, vals, ats, ids) '
-      '       SELECT m.profile_id, %s, %s FROM m WHERE %s GROUP BY m.profile_id '
-      '       ON CONFLICT (profile_id, trait_id) DO UPDATE SET %s RETURNING s.profile_id) '
-      'SELECT coalesce(array_agg(profile_id), ''{}'') FROM up',
-      val, src,
+    -- One trait: its matching events (with the value it aggregates) per profile.
+    parts := parts || format(
+      'SELECT m.profile_id, %s AS trait_id, %s FROM (SELECT e.profile_id, e.event_id, e.occurred_at, %s AS v FROM ev e '
+      'WHERE true%s%s) m WHERE %s GROUP BY m.profile_id',
+      c.trait_id, agg, val,
       CASE WHEN c.event IS NOT NULL THEN format(' AND e.event = %L', c.event) ELSE '' END,
       CASE WHEN c.filter_sql IS NOT NULL THEN format(' AND (%s)', c.filter_sql) ELSE '' END,
-      c.trait_id, agg, keep, cdp._trait_merge_sql())
-      INTO part USING event_ids, profiles, skip_profiles, as_of;
-    touched := touched || part;
+      keep);
   END LOOP;
+  IF cardinality(parts) = 0 THEN
+    RETURN '{}';
+  END IF;
+
+  EXECUTE format(
+    'WITH ev AS MATERIALIZED (SELECT e.profile_id, e.event_id, e.occurred_at, e.event, e.properties '
+    '                           FROM cdp.event_data e WHERE %s%s), '
+    'up AS (INSERT INTO cdp.computed_trait_state AS s (profile_id, trait_id, n, total, lo, hi, first_at, first_id, '
+    '         first_val, last_at, last_id, last_val, vals, ats, ids) '
+    '       %s '
+    '       ON CONFLICT (profile_id, trait_id) DO UPDATE SET %s RETURNING s.profile_id) '
+    'SELECT coalesce(array_agg(DISTINCT profile_id), ''{}'') FROM up',
+    src,
+    CASE WHEN any_event THEN '' ELSE format(' AND e.event = ANY (%L::text[])', events) END,
+    array_to_string(parts, ' UNION ALL '),
+    cdp._trait_merge_sql())
+    INTO touched USING event_ids, profiles, skip_profiles, as_of;
   RETURN touched;
 END $$;
 COMMENT ON FUNCTION cdp._trait_fold(bigint[], bigint[], bigint[], timestamptz, integer) IS
@@ -716,6 +731,7 @@ DECLARE
   n_rows bigint;
   n_events bigint;
   ev bigint[];
+  ev_profiles bigint[];
   ident bigint[];
   rebuilt bigint[];
   consent bigint[];
@@ -743,12 +759,13 @@ BEGIN
     RETURNING j.kind, j.profile_ids, j.event_ids)
   SELECT (SELECT count(*) FROM taken),
          (SELECT coalesce(array_agg(DISTINCT e), '{}') FROM taken t, unnest(t.event_ids) e WHERE t.kind = 'events'),
+         (SELECT coalesce(array_agg(DISTINCT p), '{}') FROM taken t, unnest(t.profile_ids) p WHERE t.kind = 'events'),
          (SELECT coalesce(array_agg(DISTINCT p), '{}') FROM taken t, unnest(t.profile_ids) p WHERE t.kind = 'identity'),
          (SELECT coalesce(array_agg(DISTINCT p), '{}') FROM taken t, unnest(t.profile_ids) p WHERE t.kind = 'rebuilt'),
          (SELECT coalesce(array_agg(DISTINCT p), '{}') FROM taken t, unnest(t.profile_ids) p WHERE t.kind = 'consent'),
          (SELECT coalesce(array_agg(DISTINCT p), '{}') FROM taken t, unnest(t.profile_ids) p WHERE t.kind = 'erased'),
          (SELECT count(*) > 0 FROM taken t WHERE t.kind = 'audience')
-    INTO n_rows, ev, ident, rebuilt, consent, erased, defs;
+    INTO n_rows, ev, ev_profiles, ident, rebuilt, consent, erased, defs;
   n_events := cardinality(ev);
 
   -- 1. Merged profiles: their state joins the survivor's.  Rebuilt and
@@ -779,8 +796,7 @@ BEGIN
   SELECT coalesce(array_agg(v.profile_id), '{}') INTO due
     FROM cdp.computed_trait_values v WHERE v.next_due <= as_of;
   SELECT coalesce(array_agg(DISTINCT x), '{}') INTO touched
-    FROM unnest(touched || ident || rebuilt || erased || consent || due
-                || (SELECT coalesce(array_agg(DISTINCT e.profile_id), '{}') FROM cdp.event_data e WHERE e.event_id = ANY (ev))) x;
+    FROM unnest(touched || ident || rebuilt || erased || consent || due || ev_profiles) x;
   -- Survivors of merges are touched too.
   SELECT coalesce(array_agg(DISTINCT x), '{}') INTO touched
     FROM unnest(touched || (SELECT coalesce(array_agg(DISTINCT p.merged_into), '{}') FROM cdp.profile_data p

@@ -208,6 +208,15 @@ SELECT cdp.drop_audience('aud_buyers');
 SELECT cdp.drop_trait('aud_orders_90d');
 SELECT cdp.drop_audience('aud_nope');
 SELECT cdp.in_audience('aud_buyers');
+-- Rules run with the extension owner's rights: functions a non-superuser
+-- owns are refused, even stable ones.
+CREATE ROLE aud_owner;
+CREATE FUNCTION public.aud_peek(bigint) RETURNS boolean LANGUAGE sql STABLE RETURN true;
+ALTER FUNCTION public.aud_peek(bigint) OWNER TO aud_owner;
+SELECT cdp.create_audience('aud_bad', 'public.aud_peek(profile_id)');
+SELECT cdp.create_trait('aud_x', 'count', NULL, NULL, NULL, 'public.aud_peek(1)');
+DROP FUNCTION public.aud_peek(bigint);
+DROP ROLE aud_owner;
 SELECT count(*) AS nothing_created FROM cdp.audience_data WHERE name = 'aud_bad';
 
 -- A rule that fails at run time marks its audience, the others go on.

@@ -24,7 +24,9 @@
  */
 #include "postgres.h"
 
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
+#include "miscadmin.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
@@ -36,6 +38,8 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/regproc.h"
+#include "utils/syscache.h"
 
 /* What the walk over the raw expression collects. */
 typedef struct RuleScan
@@ -171,6 +175,40 @@ scan_walker(Node *node, RuleScan *s)
 	return raw_expression_tree_walker(node, scan_walker, (void *) s);
 }
 
+/*
+ * Rules run inside the audience pass with the extension owner's rights.
+ * A function a non-superuser wrote (even a stable one: it may read any
+ * table) would run with those rights too, so rules and filters may only
+ * call functions owned by a superuser: the built-in ones, cdp's, and those
+ * of extensions a superuser installed.
+ */
+static bool
+function_untrusted(Oid funcid, void *context)
+{
+	HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(funcid));
+	bool		untrusted;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for function %u", funcid);
+	untrusted = !superuser_arg(((Form_pg_proc) GETSTRUCT(tup))->proowner);
+	ReleaseSysCache(tup);
+	if (untrusted)
+		*(Oid *) context = funcid;
+	return untrusted;
+}
+
+static bool
+untrusted_walker(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	if (check_functions_in_node(node, function_untrusted, context))
+		return true;
+	if (IsA(node, Query))
+		return query_tree_walker((Query *) node, untrusted_walker, context, 0);
+	return expression_tree_walker(node, untrusted_walker, context);
+}
+
 static Datum
 string_list_array(List *names)
 {
@@ -290,7 +328,16 @@ cdp_check_expression(PG_FUNCTION_ARGS)
 												 NULL, 0, NULL);
 	foreach(lc, queries)
 	{
+		Oid			untrusted = InvalidOid;
+
 		q = lfirst_node(Query, lc);
+		if (q->jointree && untrusted_walker(q->jointree->quals, &untrusted))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("\"%s\" calls %s, which is not owned by a superuser", expr,
+							format_procedure(untrusted)),
+					 errdetail("Rules and filters run inside the audience pass with the extension owner's rights."),
+					 errhint("Use built-in functions, or ask a superuser to own the function.")));
 		if (q->jointree && contain_volatile_functions(q->jointree->quals))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),

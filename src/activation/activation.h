@@ -87,6 +87,7 @@ typedef struct Delivery
 	char	   *body;
 	size_t		body_len;
 	char		curl_error[256];
+	char		refusal[128];	/* why the pre-request check refused */
 	size_t		response_len;
 	bool		refused;
 } Delivery;

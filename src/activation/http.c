@@ -82,7 +82,7 @@ prereq_cb(void *clientp, char *conn_primary_ip, char *conn_local_ip,
 	if (!d->private_allowed && ip_text_is_private(conn_primary_ip))
 	{
 		d->refused = true;
-		snprintf(d->curl_error, sizeof(d->curl_error),
+		snprintf(d->refusal, sizeof(d->refusal),
 				 "refused: the host resolves to %s, a loopback or private address", conn_primary_ip);
 		return CURL_PREREQFUNC_ABORT;
 	}
@@ -241,7 +241,7 @@ delivery_next_done(void)
 		if (d->refused)
 		{
 			d->http_status = -1;
-			d->error = pstrdup(d->curl_error);
+			d->error = pstrdup(d->refusal);
 		}
 		else if (rc != CURLE_OK)
 		{

@@ -77,8 +77,11 @@ CREATE TABLE cdp.outbox_data (
 );
 ALTER SEQUENCE cdp.outbox_message_id_seq OWNED BY cdp.outbox_data.message_id;
 CREATE INDEX outbox_data_message ON cdp.outbox_data (message_id);
--- What may be leased next, and the in-order check (the oldest undone
--- message per profile and destination).
+-- What may be leased next, oldest first (read in id order, so a lease
+-- does not sort the whole backlog); the in-order check (the oldest undone
+-- message per profile and destination); the next retry due.
+CREATE INDEX outbox_data_queue ON cdp.outbox_data (destination_id, message_id)
+  WHERE status IN ('pending', 'in_flight');
 CREATE INDEX outbox_data_undone ON cdp.outbox_data (destination_id, profile_id, message_id)
   WHERE status IN ('pending', 'in_flight');
 CREATE INDEX outbox_data_due ON cdp.outbox_data (destination_id, next_attempt_at)
@@ -667,9 +670,11 @@ BEGIN
              AND ((o.status = 'pending' AND o.next_attempt_at <= now())
                   OR (o.status = 'in_flight' AND o.lease_until <= now()))
              AND (o.audience_id IS NULL OR o.audience_id <> ALL (held) OR o.type NOT LIKE 'audience.%')
-             AND NOT EXISTS (SELECT 1 FROM cdp.outbox_data e
-                              WHERE e.destination_id = o.destination_id AND e.profile_id = o.profile_id
-                                AND e.message_id < o.message_id AND e.status IN ('pending', 'in_flight'))
+             -- A correlated subquery, an index probe per row whatever the
+             -- statistics say (a freshly filled outbox has none).
+             AND o.message_id = (SELECT min(e.message_id) FROM cdp.outbox_data e
+                                  WHERE e.destination_id = o.destination_id AND e.profile_id = o.profile_id
+                                    AND e.status IN ('pending', 'in_flight'))
            ORDER BY o.message_id
            LIMIT max_messages
              FOR UPDATE OF o SKIP LOCKED) c;

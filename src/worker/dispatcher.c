@@ -681,6 +681,14 @@ cdp_dispatcher_main(Datum main_arg)
 
 	BackgroundWorkerInitializeConnection(cdp_database, NULL, 0);
 	SetConfigOption("application_name", MyBgworkerEntry->bgw_name, PGC_USERSET, PGC_S_SESSION);
+
+	/*
+	 * Its commits need not wait for the WAL flush: a lease or an outcome
+	 * lost in a crash only means the message is sent again, which
+	 * at-least-once delivery allows (and the receiver deduplicates by id).
+	 * Everything it did not lose stays exactly as committed.
+	 */
+	SetConfigOption("synchronous_commit", "off", PGC_USERSET, PGC_S_SESSION);
 	dest_context = AllocSetContextCreate(TopMemoryContext, "cdp dispatcher destinations",
 										 ALLOCSET_DEFAULT_SIZES);
 	round_context = AllocSetContextCreate(TopMemoryContext, "cdp dispatcher round",

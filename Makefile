@@ -19,7 +19,7 @@ DATA        = $(wildcard src/sql/updates/cdp--*--*.sql)
 # The regression tests share one database and run in the order of the stack
 # (types, identity, consent, audiences, activation): the earlier files expect
 # an empty database.  Files not listed run after these, in name order.
-REGRESS_ORDER = identifier tcstring identity consent consent_mask rights worker audience audience_random
+REGRESS_ORDER = identifier tcstring identity consent consent_mask rights worker audience audience_random activation
 REGRESS      = $(REGRESS_ORDER) $(filter-out $(REGRESS_ORDER),$(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql))))
 REGRESS_OPTS = --load-extension=cdp
 ISOLATION      = $(patsubst specs/%.spec,%,$(sort $(wildcard specs/*.spec)))

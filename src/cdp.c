@@ -16,9 +16,11 @@
 #include "miscadmin.h"
 #include "utils/guc.h"
 
+#include "activation/activation.h"
 #include "cdp.h"
 #include "consent/consent.h"
 #include "types/identifier.h"
+#include "worker/dispatcher.h"
 #include "worker/shmem.h"
 #include "worker/worker.h"
 
@@ -125,6 +127,28 @@ define_gucs(void)
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
+	/* Activation (src/activation/, src/worker/dispatcher.c). */
+	DefineCustomBoolVariable("cdp.allow_private_destinations",
+							 "Allow webhook destinations on loopback and private addresses.",
+							 "Off: a destination URL must resolve to public addresses only, so that a webhook "
+							 "cannot reach the database server's own network.  Checked when a destination is "
+							 "created or changed; destinations accepted while it was on keep that permission.",
+							 &cdp_allow_private_destinations,
+							 false,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("cdp.dispatch_naptime",
+							"Longest time the dispatcher waits before looking at the outbox again.",
+							"A commit that queued messages wakes it at once, and it wakes when a retry is due; "
+							"this bounds the wait otherwise (and after an error).",
+							&cdp_dispatch_naptime,
+							1000, 10, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("cdp");
 }
 
@@ -142,11 +166,14 @@ _PG_init(void)
 		return;
 
 	CdpShmemInit();
+	ActivationShmemInit();
 
 	/*
 	 * Background workers come after shared memory, which they publish their
-	 * state in.  One worker runs every pass (inbox now; audiences, delivery
-	 * as they come in).
+	 * state in.  One worker runs every pass (inbox, retention, audiences);
+	 * the dispatcher delivers the outbox, so that a slow receiver never
+	 * holds up the passes.
 	 */
 	CdpWorkerRegister();
+	CdpDispatcherRegister();
 }

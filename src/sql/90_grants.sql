@@ -44,6 +44,12 @@ TO cdp_writer;
 GRANT INSERT ON cdp.inbox TO cdp_writer;
 GRANT USAGE ON SEQUENCE cdp.inbox_inbox_id_seq TO cdp_writer;
 
+-- Analysts: which destinations exist (signing secrets and header values
+-- masked), what is sent where, and how delivery goes.  The outbox itself
+-- (identifiers, traits) and the secrets are for cdp_admin only; a pull
+-- consumer is granted EXECUTE on cdp.read, cdp.ack and cdp.nack.
+GRANT SELECT ON cdp.destinations, cdp.activations, cdp.destination_stats TO cdp_analyst;
+
 -- Admins: everything above, configuration, every table to read.
 GRANT cdp_writer, cdp_analyst, cdp_pii_reader TO cdp_admin;
 GRANT SELECT ON ALL TABLES IN SCHEMA cdp TO cdp_admin;

@@ -45,3 +45,9 @@ SELECT pg_catalog.pg_extension_config_dump('cdp.audience_data_audience_id_seq', 
 SELECT pg_catalog.pg_extension_config_dump('cdp.audience_member_data', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp.audience_change_data', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp.audience_change_data_change_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp.destination_data', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp.destination_secrets', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp.activation_data', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp.outbox_data', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp.destination_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp.outbox_message_id_seq', '');

@@ -14,7 +14,7 @@ OBJS        = $(C_SRCS:.c=.o) $(CXX_SRCS:.cpp=.o)
 
 SQL_PARTS   = $(sort $(wildcard src/sql/*.sql))
 DATA_built  = cdp--$(EXTVERSION).sql
-DATA        = $(wildcard src/sql/updates/cdp--*--*.sql)
+DATA        = $(wildcard src/sql/updates/cdp--*--*.sql) $(wildcard src/sql/releases/cdp--*.sql)
 
 # The regression tests share one database and run in the order of the stack
 # (types, identity, consent, audiences, activation): the earlier files expect

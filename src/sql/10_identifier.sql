@@ -112,3 +112,17 @@ CREATE OPERATOR CLASS cdp.identifier_hash_ops
 
 CREATE CAST (text AS cdp.identifier) WITH INOUT AS ASSIGNMENT;
 CREATE CAST (cdp.identifier AS text) WITH INOUT AS ASSIGNMENT;
+
+COMMENT ON FUNCTION cdp.identifier_in(cstring) IS 'Input function of cdp.identifier: parses and normalises kind:value';
+COMMENT ON FUNCTION cdp.identifier_out(cdp.identifier) IS 'Output function of cdp.identifier: kind:value';
+COMMENT ON FUNCTION cdp.identifier_recv(internal) IS 'Binary input of cdp.identifier (re-normalised)';
+COMMENT ON FUNCTION cdp.identifier_send(cdp.identifier) IS 'Binary output of cdp.identifier';
+COMMENT ON FUNCTION cdp.identifier_cmp(cdp.identifier, cdp.identifier) IS 'Btree support: order of identifiers (kind, then value, bytewise)';
+COMMENT ON FUNCTION cdp.identifier_eq(cdp.identifier, cdp.identifier) IS 'Implements = for cdp.identifier';
+COMMENT ON FUNCTION cdp.identifier_ne(cdp.identifier, cdp.identifier) IS 'Implements <> for cdp.identifier';
+COMMENT ON FUNCTION cdp.identifier_lt(cdp.identifier, cdp.identifier) IS 'Implements < for cdp.identifier';
+COMMENT ON FUNCTION cdp.identifier_le(cdp.identifier, cdp.identifier) IS 'Implements <= for cdp.identifier';
+COMMENT ON FUNCTION cdp.identifier_gt(cdp.identifier, cdp.identifier) IS 'Implements > for cdp.identifier';
+COMMENT ON FUNCTION cdp.identifier_ge(cdp.identifier, cdp.identifier) IS 'Implements >= for cdp.identifier';
+COMMENT ON FUNCTION cdp.identifier_hash(cdp.identifier) IS 'Hash support for cdp.identifier (hash joins, hash indexes)';
+COMMENT ON FUNCTION cdp.identifier_hash_extended(cdp.identifier, bigint) IS 'Seeded hash support for cdp.identifier (hash partitioning)';

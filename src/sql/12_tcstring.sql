@@ -47,3 +47,8 @@ CREATE FUNCTION cdp.tcf_vendor_legitimate_interest(cdp.tcstring, vendor integer)
   LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'tcstring_vendor_legitimate_interest';
 COMMENT ON FUNCTION cdp.tcf_vendor_legitimate_interest(cdp.tcstring, integer) IS
   'Was legitimate interest established for this vendor (GVL id)?';
+
+COMMENT ON FUNCTION cdp.tcstring_in(cstring) IS 'Input function of cdp.tcstring: validates a TCF v2 TC string (22P02 with what is wrong)';
+COMMENT ON FUNCTION cdp.tcstring_out(cdp.tcstring) IS 'Output function of cdp.tcstring: the string as given';
+COMMENT ON FUNCTION cdp.tcstring_recv(internal) IS 'Binary input of cdp.tcstring (validated like text input)';
+COMMENT ON FUNCTION cdp.tcstring_send(cdp.tcstring) IS 'Binary output of cdp.tcstring';

@@ -1,0 +1,89 @@
+# Upgrades: every released version (src/sql/releases/cdp--X.sql, frozen at
+# its tag), updated with ALTER EXTENSION cdp UPDATE through the scripts in
+# src/sql/updates/, must end with exactly the objects of a fresh install of
+# the current version: same tables and columns, functions (with their
+# bodies, settings and privileges), views, indexes, constraints, triggers
+# and comments.  Also: every object of the extension is documented with
+# COMMENT ON.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $node = PostgreSQL::Test::Cluster->new('upgrade');
+$node->init;
+$node->append_conf('postgresql.conf', "shared_preload_libraries = 'cdp'\ncdp.database = 'nowhere'\n");
+$node->start;
+
+# Everything that makes up the extension, one line per object.
+my $describe = q{
+WITH members AS (
+  SELECT d.classid, d.objid, d.objsubid FROM pg_depend d
+   WHERE d.refclassid = 'pg_extension'::regclass
+     AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'cdp') AND d.deptype = 'e')
+SELECT line FROM (
+  SELECT pg_describe_object(classid, objid, objsubid) || ' -- ' || coalesce(obj_description(objid, classid::regclass::name), '') AS line
+    FROM members
+  UNION ALL
+  SELECT 'function ' || p.oid::regprocedure || ': ' || pg_get_functiondef(p.oid) || ' acl ' || coalesce(p.proacl::text, '')
+    FROM members m JOIN pg_proc p ON m.classid = 'pg_proc'::regclass AND p.oid = m.objid WHERE p.prokind <> 'a'
+  UNION ALL
+  SELECT 'column ' || a.attrelid::regclass || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
+         || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END || ' default ' || coalesce(pg_get_expr(ad.adbin, ad.adrelid), '')
+         || ' -- ' || coalesce(col_description(a.attrelid, a.attnum), '')
+    FROM members m JOIN pg_attribute a ON m.classid = 'pg_class'::regclass AND a.attrelid = m.objid
+    LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+   WHERE a.attnum > 0 AND NOT a.attisdropped
+  UNION ALL
+  SELECT 'relation ' || c.oid::regclass || ' ' || c.relkind::text || ' acl ' || coalesce(c.relacl::text, '')
+         || coalesce(' view ' || pg_get_viewdef(c.oid), '')
+    FROM members m JOIN pg_class c ON m.classid = 'pg_class'::regclass AND c.oid = m.objid
+  UNION ALL
+  SELECT 'index ' || pg_get_indexdef(i.indexrelid)
+    FROM members m JOIN pg_index i ON m.classid = 'pg_class'::regclass AND i.indrelid = m.objid
+  UNION ALL
+  SELECT 'constraint ' || co.conrelid::regclass || ' ' || co.conname || ' ' || pg_get_constraintdef(co.oid)
+    FROM members m JOIN pg_constraint co ON m.classid = 'pg_class'::regclass AND co.conrelid = m.objid
+  UNION ALL
+  SELECT 'trigger ' || pg_get_triggerdef(t.oid)
+    FROM members m JOIN pg_trigger t ON m.classid = 'pg_class'::regclass AND t.tgrelid = m.objid AND NOT t.tgisinternal
+) s ORDER BY line};
+
+$node->safe_psql('postgres', 'CREATE DATABASE fresh');
+$node->safe_psql('fresh', 'CREATE EXTENSION cdp');
+my $fresh = $node->safe_psql('fresh', $describe);
+my $current = $node->safe_psql('fresh', q{SELECT extversion FROM pg_extension WHERE extname = 'cdp'});
+ok(length($fresh) > 0, "a fresh install of $current describes itself");
+
+# Documented: every table, view, function and type of the extension has a comment.
+is($node->safe_psql('fresh', q{
+	SELECT coalesce(string_agg(pg_describe_object(d.classid, d.objid, 0), ', ' ORDER BY pg_describe_object(d.classid, d.objid, 0)), '')
+	  FROM pg_depend d
+	 WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+	   AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'cdp')
+	   AND d.classid IN ('pg_class'::regclass, 'pg_proc'::regclass, 'pg_type'::regclass)
+	   AND obj_description(d.objid, d.classid::regclass::name) IS NULL
+	   AND NOT (d.classid = 'pg_class'::regclass
+	            AND (SELECT relkind FROM pg_class WHERE oid = d.objid) IN ('S', 'i'))
+	   AND NOT (d.classid = 'pg_type'::regclass
+	            AND (SELECT typtype = 'c' OR typelem <> 0 FROM pg_type WHERE oid = d.objid))}),
+	'', 'every table, view, function and type has COMMENT ON');
+
+my @releases = sort map { m{cdp--([0-9.]+)\.sql$} ? $1 : () } glob("$ENV{TESTDIR}/src/sql/releases/cdp--*.sql");
+note(@releases ? "releases: @releases" : "no earlier release: nothing to update from yet");
+for my $v (@releases)
+{
+	next if $v eq $current;
+	my $db = "from_" . ($v =~ s/\./_/gr);
+	$node->safe_psql('postgres', "CREATE DATABASE $db");
+	$node->safe_psql($db, "CREATE EXTENSION cdp VERSION '$v'");
+	$node->safe_psql($db, 'ALTER EXTENSION cdp UPDATE');
+	is($node->safe_psql($db, q{SELECT extversion FROM pg_extension WHERE extname = 'cdp'}), $current,
+		"$v updates to $current");
+	my $updated = $node->safe_psql($db, $describe);
+	is($updated, $fresh, "$v updated to $current has exactly the objects of a fresh install");
+}
+
+$node->stop;
+done_testing();

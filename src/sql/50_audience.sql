@@ -45,7 +45,8 @@ COMMENT ON COLUMN cdp.computed_traits.filter_sql IS 'The filter as checked by cd
 -- vals), dropped as the window passes.
 CREATE TABLE cdp.computed_trait_state (
   profile_id  bigint NOT NULL,
-  trait_id    integer NOT NULL REFERENCES cdp.computed_traits ON DELETE CASCADE,
+  trait_id    integer NOT NULL,   -- cdp.computed_traits; no foreign key: one check per folded row is
+                                  -- measurable, and only cdp.drop_trait() removes traits
   n           bigint NOT NULL DEFAULT 0,
   total       numeric,
   lo          numeric,
@@ -288,8 +289,10 @@ CREATE FUNCTION cdp._trait_merge_sql() RETURNS text
 COMMENT ON FUNCTION cdp._trait_merge_sql() IS 'Internal: how two computed-trait states combine (merges, folds)';
 
 -- Drop expired window entries and recompute the values of these profiles
--- (tombstones and erased profiles lose theirs).
-CREATE FUNCTION cdp._trait_values(profiles bigint[], as_of timestamptz) RETURNS void
+-- (and when each next changes on its own), set-based: one aggregate over
+-- their state rows.  With tombstones, tombstones and erased profiles among
+-- them lose their values.
+CREATE FUNCTION cdp._trait_values(profiles bigint[], as_of timestamptz, tombstones boolean DEFAULT true) RETURNS void
   LANGUAGE plpgsql
   SET search_path = pg_catalog, pg_temp
 AS $$
@@ -303,32 +306,35 @@ BEGIN
    WHERE c.trait_id = s.trait_id AND c."window" IS NOT NULL
      AND s.profile_id = ANY (profiles)
      AND EXISTS (SELECT FROM unnest(s.ats) AS a WHERE a <= as_of - c."window");
-  DELETE FROM cdp.computed_trait_state s WHERE s.profile_id = ANY (profiles) AND s.ats IS NOT NULL AND s.n = 0;
+  -- A window that emptied: the state is gone (count reads 0, the others NULL).
+  DELETE FROM cdp.computed_trait_state s USING cdp.computed_traits c
+   WHERE c.trait_id = s.trait_id AND c."window" IS NOT NULL AND s.profile_id = ANY (profiles) AND s.n = 0;
 
-  DELETE FROM cdp.computed_trait_values v
-   WHERE v.profile_id = ANY (profiles)
-     AND NOT EXISTS (SELECT FROM cdp.profile_data p WHERE p.profile_id = v.profile_id AND p.merged_into IS NULL);
+  IF tombstones THEN
+    DELETE FROM cdp.computed_trait_values v
+     WHERE v.profile_id = ANY (profiles)
+       AND NOT EXISTS (SELECT FROM cdp.profile_data p WHERE p.profile_id = v.profile_id AND p.merged_into IS NULL);
+  END IF;
 
   EXECUTE format($q$
     INSERT INTO cdp.computed_trait_values AS t (profile_id, vals, next_due)
-    SELECT p.profile_id,
-           coalesce((SELECT jsonb_object_agg(d.name, %s)
-                       FROM cdp.computed_trait_state s JOIN cdp.computed_traits d ON d.trait_id = s.trait_id
-                      WHERE s.profile_id = p.profile_id), '{}'),
-           least((SELECT min(x.at + d."window")
-                    FROM cdp.computed_trait_state s JOIN cdp.computed_traits d ON d.trait_id = s.trait_id,
-                         unnest(s.ats) AS x(at)
-                   WHERE s.profile_id = p.profile_id AND x.at > $1 - d."window"),
-                 (SELECT min(c.expires_at) FROM cdp.consent_state c
-                   WHERE c.profile_id = p.profile_id AND c.granted AND c.expires_at > $1))
+    SELECT p.profile_id, coalesce(v.vals, '{}'), least(v.due, c.due)
       FROM cdp.profile_data p
+      LEFT JOIN (SELECT s.profile_id, jsonb_object_agg(d.name, %s) AS vals,
+                        min((SELECT min(a) FROM unnest(s.ats) AS a WHERE a > $1 - d."window") + d."window") AS due
+                   FROM cdp.computed_trait_state s JOIN cdp.computed_traits d ON d.trait_id = s.trait_id
+                  WHERE s.profile_id = ANY ($2)
+                  GROUP BY s.profile_id) v ON v.profile_id = p.profile_id
+      LEFT JOIN (SELECT cs.profile_id, min(cs.expires_at) AS due FROM cdp.consent_state cs
+                  WHERE cs.profile_id = ANY ($2) AND cs.granted AND cs.expires_at > $1
+                  GROUP BY cs.profile_id) c ON c.profile_id = p.profile_id
      WHERE p.profile_id = ANY ($2) AND p.merged_into IS NULL
     ON CONFLICT (profile_id) DO UPDATE SET vals = excluded.vals, next_due = excluded.next_due
      WHERE t.vals IS DISTINCT FROM excluded.vals OR t.next_due IS DISTINCT FROM excluded.next_due $q$,
     cdp._trait_value_sql())
   USING as_of, profiles;
 END $$;
-COMMENT ON FUNCTION cdp._trait_values(bigint[], timestamptz) IS
+COMMENT ON FUNCTION cdp._trait_values(bigint[], timestamptz, boolean) IS
   'Internal: expire window entries and recompute the computed trait values (and next due time) of profiles';
 
 -- Audiences ------------------------------------------------------------
@@ -532,6 +538,8 @@ BEGIN
       USING ERRCODE = 'dependent_objects_still_exist', DETAIL = format('Used by: %s.', users),
             HINT = 'Change or drop those audiences first.';
   END IF;
+  DELETE FROM cdp.computed_trait_state s USING cdp.computed_traits c
+   WHERE c.trait_id = s.trait_id AND c.name = drop_trait.name;
   DELETE FROM cdp.computed_traits c WHERE c.name = drop_trait.name;
   UPDATE cdp.computed_trait_values v SET vals = v.vals - drop_trait.name WHERE v.vals ? drop_trait.name;
   PERFORM cdp._rebuild_profile_traits();
@@ -801,7 +809,8 @@ BEGIN
   SELECT coalesce(array_agg(DISTINCT x), '{}') INTO touched
     FROM unnest(touched || (SELECT coalesce(array_agg(DISTINCT p.merged_into), '{}') FROM cdp.profile_data p
                              WHERE p.profile_id = ANY (touched) AND p.merged_into IS NOT NULL)) x;
-  PERFORM cdp._trait_values(touched, as_of);
+  PERFORM cdp._trait_values(touched, as_of,
+                            cardinality(ident) + cardinality(rebuilt) + cardinality(erased) > 0);
 
   -- 5. Audiences, in dependency order; one failing rule does not stop the others.
   FOR a IN SELECT * FROM cdp.audience_data ORDER BY level, audience_id LOOP
@@ -890,8 +899,8 @@ BEGIN
   IF NOT FOUND THEN
     RAISE EXCEPTION 'audience "%" does not exist', name USING ERRCODE = 'undefined_object';
   END IF;
-  -- Recompute from scratch (traits from every event, the rule over every
-  -- profile) and log the difference: normally there is none.
+  -- Evaluate the rule over every live profile rather than the touched ones
+  -- and log the difference: normally there is none.
   PERFORM cdp._audience_lock();
   res := cdp._evaluate_audience(a, NULL, true, '{}', now());
   UPDATE cdp.audience_data ad SET last_evaluated_at = now() WHERE ad.audience_id = a.audience_id;
@@ -906,7 +915,7 @@ BEGIN
                             'size', (SELECT count(*) FROM cdp.audience_member_data m WHERE m.audience_id = a.audience_id));
 END $$;
 COMMENT ON FUNCTION cdp.refresh_audience(text, boolean) IS
-  'Bring audiences current; with full, also re-evaluate this audience''s rule over every profile and log the difference (none, unless something was missed)';
+  'Bring audiences current; with full, also re-evaluate this audience''s rule over every live profile (from the current computed trait values, not incrementally) and log the difference: none, unless something was missed';
 
 CREATE FUNCTION cdp.preview_audience(rule text, purpose text DEFAULT NULL) RETURNS jsonb
   LANGUAGE plpgsql SECURITY DEFINER

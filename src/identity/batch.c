@@ -490,7 +490,7 @@ write_events_and_traits(Graph *g, IngestMessage *msgs, int n)
 				   "FROM unnest($1, $2, $3, $4, $5, $6, $8, $9, $10, $11, $12) "
 				   "AS u(p, e, o, t, ev, pr, off, n, r, s, m)",
 				   12, types, args, NULL, false);
-		identity_journal("events", args[0], args[1]);
+		identity_journal("events", args[0], args[1], args[2]);
 	}
 	if (tp.n > 0)
 	{

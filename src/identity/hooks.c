@@ -43,23 +43,24 @@ identity_changed(const int64 *profiles, int n, bool rebuilt)
 	ab_init(&ids, INT8OID);
 	for (int i = 0; i < n; i++)
 		ab_add(&ids, Int64GetDatum(profiles[i]), false);
-	identity_journal(rebuilt ? "rebuilt" : "identity", ab_result(&ids), (Datum) 0);
+	identity_journal(rebuilt ? "rebuilt" : "identity", ab_result(&ids), (Datum) 0, (Datum) 0);
 }
 
 /*
  * Append one entry to the change journal: these profiles changed (kind
- * "events": these events were added to them, event_ids parallel to
- * profile_ids).  One row per call, however many profiles: the journal is
- * cheap to write and the audience pass reads it set-at-a-time.
+ * "events": these events were added to them, event_ids and their
+ * occurred_ats parallel to profile_ids).  One row per call, however many
+ * profiles: the journal is cheap to write and the audience pass reads it
+ * set-at-a-time.
  */
 void
-identity_journal(const char *kind, Datum profile_ids, Datum event_ids)
+identity_journal(const char *kind, Datum profile_ids, Datum event_ids, Datum occurred_ats)
 {
-	Oid			types[3] = {TEXTOID, INT8ARRAYOID, INT8ARRAYOID};
-	Datum		args[3] = {CStringGetTextDatum(kind), profile_ids, event_ids};
-	char		nulls[3] = {' ', ' ', event_ids == (Datum) 0 ? 'n' : ' '};
+	Oid			types[4] = {TEXTOID, INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID};
+	Datum		args[4] = {CStringGetTextDatum(kind), profile_ids, event_ids, occurred_ats};
+	char		nulls[4] = {' ', ' ', event_ids == (Datum) 0 ? 'n' : ' ', occurred_ats == (Datum) 0 ? 'n' : ' '};
 
 	store_exec(PLAN_JOURNAL,
-			   "INSERT INTO cdp.journal (kind, profile_ids, event_ids) VALUES ($1, $2, $3)",
-			   3, types, args, nulls, false);
+			   "INSERT INTO cdp.journal (kind, profile_ids, event_ids, occurred_ats) VALUES ($1, $2, $3, $4)",
+			   4, types, args, nulls, false);
 }

@@ -74,7 +74,7 @@ typedef struct IngestStats
 typedef void (*IdentityChangeHook) (const int64 *profiles, int n, bool rebuilt);
 extern void identity_add_change_hook(IdentityChangeHook hook);
 extern void identity_changed(const int64 *profiles, int n, bool rebuilt);
-extern void identity_journal(const char *kind, Datum profile_ids, Datum event_ids);
+extern void identity_journal(const char *kind, Datum profile_ids, Datum event_ids, Datum occurred_ats);
 
 /* message.c */
 extern void message_from_jsonb(IngestMessage *m, Jsonb *payload, List *mappings,

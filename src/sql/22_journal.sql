@@ -16,11 +16,15 @@ CREATE TABLE cdp.journal (
   kind        text NOT NULL CHECK (kind IN ('events', 'identity', 'rebuilt', 'consent', 'erased', 'audience')),
   profile_ids bigint[] NOT NULL,
   event_ids   bigint[],
+  occurred_ats timestamptz[],
   recorded_at timestamptz NOT NULL DEFAULT now(),
   CHECK ((kind = 'events') = (event_ids IS NOT NULL)),
-  CHECK (event_ids IS NULL OR cardinality(event_ids) = cardinality(profile_ids))
+  CHECK (event_ids IS NULL OR cardinality(event_ids) = cardinality(profile_ids)),
+  CHECK (occurred_ats IS NULL OR cardinality(occurred_ats) = cardinality(event_ids))
 );
 COMMENT ON TABLE cdp.journal IS
   'Change journal: profiles whose events, identifiers or consent changed (or that were erased), waiting for the audience pass; each row is deleted by the pass that handled it';
+COMMENT ON COLUMN cdp.journal.occurred_ats IS
+  'kind events: each event''s occurred_at (the partition key of cdp.event_data), so that the pass reads each event from its one partition';
 COMMENT ON COLUMN cdp.journal.kind IS
   'events: new events (event_ids[i] was added to profile_ids[i]); identity: identifiers added or profiles merged (tombstones included); rebuilt: profiles rebuilt from their events (split, restitch); consent: a decision was recorded; erased: profiles erased; audience: an audience definition changed (profile_ids empty)';

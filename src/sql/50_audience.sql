@@ -167,7 +167,8 @@ COMMENT ON FUNCTION cdp._membership_sql() IS 'Internal: the membership test cdp.
 -- The events are read once, for every trait, in one statement.  Returns
 -- the profiles whose state changed.
 CREATE FUNCTION cdp._trait_fold(event_ids bigint[], profiles bigint[], skip_profiles bigint[],
-                                as_of timestamptz, only_trait integer DEFAULT NULL) RETURNS bigint[]
+                                as_of timestamptz, only_trait integer DEFAULT NULL,
+                                event_times timestamptz[] DEFAULT NULL) RETURNS bigint[]
   LANGUAGE plpgsql
   SET search_path = pg_catalog, pg_temp
 AS $$
@@ -182,7 +183,10 @@ DECLARE
   any_event boolean := false;
   touched bigint[];
 BEGIN
-  IF event_ids IS NOT NULL THEN
+  IF event_ids IS NOT NULL AND event_times IS NOT NULL THEN
+    -- Each event from its one partition (occurred_at is the partition key).
+    src := 'true';
+  ELSIF event_ids IS NOT NULL THEN
     src := 'e.event_id = ANY ($1)';
   ELSIF profiles IS NOT NULL THEN
     src := 'e.profile_id = ANY ($2) AND e.event_id NOT IN (SELECT unnest(j.event_ids) FROM cdp.journal j WHERE j.kind = ''events'')';
@@ -241,20 +245,23 @@ BEGIN
 
   EXECUTE format(
     'WITH ev AS MATERIALIZED (SELECT e.profile_id, e.event_id, e.occurred_at, e.event, e.properties '
-    '                           FROM cdp.event_data e WHERE %s%s), '
+    '                           FROM %s WHERE %s%s), '
     'up AS (INSERT INTO cdp.computed_trait_state AS s (profile_id, trait_id, n, total, lo, hi, first_at, first_id, '
     '         first_val, last_at, last_id, last_val, vals, ats, ids) '
     '       %s '
     '       ON CONFLICT (profile_id, trait_id) DO UPDATE SET %s RETURNING s.profile_id) '
     'SELECT coalesce(array_agg(DISTINCT profile_id), ''{}'') FROM up',
+    CASE WHEN event_ids IS NOT NULL AND event_times IS NOT NULL
+         THEN 'unnest($1, $5) AS u(id, at) JOIN cdp.event_data e ON e.event_id = u.id AND e.occurred_at = u.at'
+         ELSE 'cdp.event_data e' END,
     src,
     CASE WHEN any_event THEN '' ELSE format(' AND e.event = ANY (%L::text[])', events) END,
     array_to_string(parts, ' UNION ALL '),
     cdp._trait_merge_sql())
-    INTO touched USING event_ids, profiles, skip_profiles, as_of;
+    INTO touched USING event_ids, profiles, skip_profiles, as_of, event_times;
   RETURN touched;
 END $$;
-COMMENT ON FUNCTION cdp._trait_fold(bigint[], bigint[], bigint[], timestamptz, integer) IS
+COMMENT ON FUNCTION cdp._trait_fold(bigint[], bigint[], bigint[], timestamptz, integer, timestamptz[]) IS
   'Internal: fold events (new ones, or every event of rebuilt profiles) into computed-trait state';
 
 -- How two states of the same trait combine (ON CONFLICT ... SET): the
@@ -739,6 +746,7 @@ DECLARE
   n_rows bigint;
   n_events bigint;
   ev bigint[];
+  ev_at timestamptz[];
   ev_profiles bigint[];
   ident bigint[];
   rebuilt bigint[];
@@ -764,16 +772,18 @@ BEGIN
   WITH taken AS (
     DELETE FROM cdp.journal j
      WHERE j.journal_id IN (SELECT j2.journal_id FROM cdp.journal j2 ORDER BY j2.journal_id LIMIT max_rows)
-    RETURNING j.kind, j.profile_ids, j.event_ids)
+    RETURNING j.kind, j.profile_ids, j.event_ids, j.occurred_ats)
   SELECT (SELECT count(*) FROM taken),
-         (SELECT coalesce(array_agg(DISTINCT e), '{}') FROM taken t, unnest(t.event_ids) e WHERE t.kind = 'events'),
+         (SELECT coalesce(array_agg(u.e ORDER BY u.e), '{}') FROM taken t, unnest(t.event_ids) u(e) WHERE t.kind = 'events'),
+         (SELECT array_agg(u.a ORDER BY u.e) FROM taken t, unnest(t.event_ids, t.occurred_ats) u(e, a)
+           WHERE t.kind = 'events'),
          (SELECT coalesce(array_agg(DISTINCT p), '{}') FROM taken t, unnest(t.profile_ids) p WHERE t.kind = 'events'),
          (SELECT coalesce(array_agg(DISTINCT p), '{}') FROM taken t, unnest(t.profile_ids) p WHERE t.kind = 'identity'),
          (SELECT coalesce(array_agg(DISTINCT p), '{}') FROM taken t, unnest(t.profile_ids) p WHERE t.kind = 'rebuilt'),
          (SELECT coalesce(array_agg(DISTINCT p), '{}') FROM taken t, unnest(t.profile_ids) p WHERE t.kind = 'consent'),
          (SELECT coalesce(array_agg(DISTINCT p), '{}') FROM taken t, unnest(t.profile_ids) p WHERE t.kind = 'erased'),
          (SELECT count(*) > 0 FROM taken t WHERE t.kind = 'audience')
-    INTO n_rows, ev, ev_profiles, ident, rebuilt, consent, erased, defs;
+    INTO n_rows, ev, ev_at, ev_profiles, ident, rebuilt, consent, erased, defs;
   n_events := cardinality(ev);
 
   -- 1. Merged profiles: their state joins the survivor's.  Rebuilt and
@@ -798,7 +808,10 @@ BEGIN
   END IF;
 
   -- 2. New events (of profiles not just rebuilt, which have them already).
-  touched := CASE WHEN n_events > 0 THEN cdp._trait_fold(ev, NULL, live_rebuilt, as_of) ELSE '{}' END;
+  touched := CASE WHEN n_events > 0
+                  THEN cdp._trait_fold(ev, NULL, live_rebuilt, as_of, NULL,
+                                       CASE WHEN array_position(ev_at, NULL) IS NULL THEN ev_at END)
+                  ELSE '{}' END;
 
   -- 3-4. Due expiries, then the values of everything touched.
   SELECT coalesce(array_agg(v.profile_id), '{}') INTO due

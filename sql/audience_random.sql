@@ -116,6 +116,15 @@ SELECT count(*) AS replay_mismatches FROM (
   (SELECT * FROM replayed EXCEPT SELECT audience, profile_id FROM cdp.audience_members WHERE audience LIKE 'rnd%')) d;
 SELECT reason, count(*) > 0 AS seen FROM cdp.audience_changes WHERE audience LIKE 'rnd%' GROUP BY 1 ORDER BY 1;
 
+-- Rebuilding the traits from the events changes no value.
+CREATE TEMP TABLE before_rebuild AS SELECT * FROM cdp.computed_trait_values;
+SELECT cdp.rebuild_traits() ->> 'traits' AS traits_rebuilt;
+SELECT count(*) AS values_differing FROM (
+  (SELECT profile_id, vals FROM before_rebuild EXCEPT SELECT profile_id, vals FROM cdp.computed_trait_values)
+  UNION ALL
+  (SELECT profile_id, vals FROM cdp.computed_trait_values EXCEPT SELECT profile_id, vals FROM before_rebuild)) d;
+SELECT (cdp.refresh_audiences() ->> 'errors')::int AS errors;
+
 -- A full re-evaluation of every rule changes nothing.
 SELECT cdp.refresh_audience(name, true) ->> 'entered' AS entered, cdp.refresh_audience(name, true) ->> 'exited' AS exited
   FROM cdp.audience_data WHERE name LIKE 'rnd%' ORDER BY name;

@@ -553,6 +553,28 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION cdp.drop_trait(text) IS 'Drop a computed trait (refused while an audience rule uses it)';
 
+CREATE FUNCTION cdp.rebuild_traits() RETURNS jsonb
+  LANGUAGE plpgsql SECURITY DEFINER
+  SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  folded bigint[];
+  live bigint[];
+BEGIN
+  PERFORM cdp._audience_lock();
+  TRUNCATE cdp.computed_trait_state;
+  folded := cdp._trait_fold(NULL, NULL, NULL, now());
+  SELECT coalesce(array_agg(p.profile_id), '{}') INTO live
+    FROM cdp.profile_data p
+   WHERE p.merged_into IS NULL
+     AND (p.profile_id = ANY (folded) OR EXISTS (SELECT FROM cdp.computed_trait_values v WHERE v.profile_id = p.profile_id));
+  PERFORM cdp._trait_values(live, now());
+  INSERT INTO cdp.journal (kind, profile_ids) SELECT 'identity', live WHERE cardinality(live) > 0;
+  RETURN jsonb_build_object('traits', (SELECT count(*) FROM cdp.computed_traits), 'profiles', cardinality(live));
+END $$;
+COMMENT ON FUNCTION cdp.rebuild_traits() IS
+  'Recompute every computed trait of every profile from the stored events (after retention deleted events, or to check the incremental state); the next pass re-evaluates the audiences of those profiles';
+
 -- Check a rule and work out its dependencies and level; refuses unknown
 -- audiences and cycles.
 CREATE FUNCTION cdp._check_rule(name text, rule text, OUT expression text, OUT columns text[],
@@ -800,9 +822,13 @@ BEGIN
       USING m.tomb, m.survivor;
     DELETE FROM cdp.computed_trait_state s WHERE s.profile_id = m.tomb;
   END LOOP;
-  DELETE FROM cdp.computed_trait_state s WHERE s.profile_id = ANY (rebuilt || erased);
-  SELECT coalesce(array_agg(p.profile_id), '{}') INTO live_rebuilt
-    FROM cdp.profile_data p WHERE p.profile_id = ANY (rebuilt) AND p.merged_into IS NULL;
+  -- Rebuilt from events: the live profiles among those rebuilt, and the
+  -- survivors of rebuilt profiles merged since (whose state, combined in
+  -- above, predates the rebuild: events the rebuild moved to them are
+  -- missing from it, events it moved away are still counted).
+  SELECT coalesce(array_agg(DISTINCT coalesce(p.merged_into, p.profile_id)), '{}') INTO live_rebuilt
+    FROM cdp.profile_data p WHERE p.profile_id = ANY (rebuilt);
+  DELETE FROM cdp.computed_trait_state s WHERE s.profile_id = ANY (rebuilt || erased || live_rebuilt);
   IF cardinality(live_rebuilt) > 0 THEN
     PERFORM cdp._trait_fold(NULL, live_rebuilt, NULL, as_of);
   END IF;

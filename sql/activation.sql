@@ -240,6 +240,8 @@ SELECT count(*) AS messages_mentioning_ada FROM cdp.outbox_data
 SELECT destination, kind, paused, pending, in_flight, delivered_last_hour, dead, cancelled,
        oldest_pending_age IS NOT NULL AS has_pending, latency_p50 IS NOT NULL AS has_latency
   FROM cdp.destination_stats ORDER BY destination;
+-- An activated audience cannot be dropped (the destination would never hear of it again).
+SELECT cdp.drop_audience('everyone');
 SELECT cdp.deactivate('everyone', 'ads') AS cancelled;
 SELECT cdp.deactivate('everyone', 'ads');
 SELECT cdp.drop_destination('ads');

@@ -53,6 +53,33 @@ CREATE TABLE cdp.activation_data (
 CREATE INDEX activation_data_destination ON cdp.activation_data (destination_id);
 COMMENT ON TABLE cdp.activation_data IS 'Which audience is sent to which destination (cdp.activate). Storage: read cdp.activations.';
 
+-- Dropping an activated audience would stop its deliveries without telling
+-- the destinations: refuse it (a check on a configuration table, before the
+-- foreign key's cascade; not on profile data).
+CREATE FUNCTION cdp._audience_activated() RETURNS trigger
+  LANGUAGE plpgsql
+  SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  dests text;
+BEGIN
+  SELECT string_agg(d.name, ', ' ORDER BY d.name) INTO dests
+    FROM cdp.activation_data ac JOIN cdp.destination_data d ON d.destination_id = ac.destination_id
+   WHERE ac.audience_id = OLD.audience_id;
+  IF dests IS NOT NULL THEN
+    RAISE EXCEPTION 'cannot drop audience "%" because it is activated', OLD.name
+      USING ERRCODE = 'dependent_objects_still_exist', DETAIL = format('Destinations: %s.', dests),
+            HINT = 'Deactivate it first with cdp.deactivate(audience, destination).';
+  END IF;
+  RETURN OLD;
+END $$;
+COMMENT ON FUNCTION cdp._audience_activated() IS
+  'Internal: refuses to drop audiences that are still activated on a destination';
+CREATE TRIGGER audience_activated BEFORE DELETE ON cdp.audience_data
+  FOR EACH ROW EXECUTE FUNCTION cdp._audience_activated();
+COMMENT ON TRIGGER audience_activated ON cdp.audience_data IS
+  'Dropping an activated audience is refused: destinations would silently stop hearing of it';
+
 CREATE SEQUENCE cdp.outbox_message_id_seq;
 COMMENT ON SEQUENCE cdp.outbox_message_id_seq IS 'Outbox message ids: the order messages were created in, and the id receivers deduplicate by';
 

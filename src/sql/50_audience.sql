@@ -109,20 +109,26 @@ CREATE FUNCTION cdp._trait_value_sql() RETURNS text
         WHEN 'last' THEN to_jsonb(s.last_val)
         WHEN 'count_distinct' THEN to_jsonb(cardinality(s.vals))
       END
-    ELSE (SELECT CASE d.aggregate
-                   WHEN 'count' THEN to_jsonb(count(*))
-                   WHEN 'sum' THEN to_jsonb(sum(x.num))
-                   WHEN 'avg' THEN to_jsonb(avg(x.num))
-                   WHEN 'min' THEN to_jsonb(min(x.num))
-                   WHEN 'max' THEN to_jsonb(max(x.num))
-                   WHEN 'first' THEN to_jsonb((array_agg(x.v ORDER BY x.at, x.id))[1])
-                   WHEN 'last' THEN to_jsonb((array_agg(x.v ORDER BY x.at DESC, x.id DESC))[1])
-                   WHEN 'count_distinct' THEN to_jsonb(count(DISTINCT x.v))
-                 END
-            FROM (SELECT u.at, u.id, u.v,
-                         CASE WHEN d.aggregate IN ('sum', 'avg', 'min', 'max') THEN u.v::numeric END AS num
-                    FROM unnest(s.ats, s.ids, s.vals) AS u(at, id, v)) AS x
-           WHERE x.at > $1 - d."window")
+    -- With a window: only the entries inside it, and only the aggregate the
+    -- trait asks for (each branch is its own subquery: aggregates under one
+    -- CASE would all be computed, sorts included).
+    ELSE CASE d.aggregate
+      WHEN 'count' THEN (SELECT to_jsonb(count(*)) FROM unnest(s.ats) AS x(at) WHERE x.at > $1 - d."window")
+      WHEN 'sum' THEN (SELECT to_jsonb(sum(x.v::numeric)) FROM unnest(s.ats, s.vals) AS x(at, v)
+                        WHERE x.at > $1 - d."window")
+      WHEN 'avg' THEN (SELECT to_jsonb(avg(x.v::numeric)) FROM unnest(s.ats, s.vals) AS x(at, v)
+                        WHERE x.at > $1 - d."window")
+      WHEN 'min' THEN (SELECT to_jsonb(min(x.v::numeric)) FROM unnest(s.ats, s.vals) AS x(at, v)
+                        WHERE x.at > $1 - d."window")
+      WHEN 'max' THEN (SELECT to_jsonb(max(x.v::numeric)) FROM unnest(s.ats, s.vals) AS x(at, v)
+                        WHERE x.at > $1 - d."window")
+      WHEN 'first' THEN (SELECT to_jsonb(x.v) FROM unnest(s.ats, s.ids, s.vals) AS x(at, id, v)
+                          WHERE x.at > $1 - d."window" ORDER BY x.at, x.id LIMIT 1)
+      WHEN 'last' THEN (SELECT to_jsonb(x.v) FROM unnest(s.ats, s.ids, s.vals) AS x(at, id, v)
+                         WHERE x.at > $1 - d."window" ORDER BY x.at DESC, x.id DESC LIMIT 1)
+      WHEN 'count_distinct' THEN (SELECT to_jsonb(count(DISTINCT x.v)) FROM unnest(s.ats, s.vals) AS x(at, v)
+                                   WHERE x.at > $1 - d."window")
+    END
     END $sql$;
 COMMENT ON FUNCTION cdp._trait_value_sql() IS 'Internal: SQL for a computed trait''s value from its state';
 

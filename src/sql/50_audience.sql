@@ -410,6 +410,33 @@ END $$;
 COMMENT ON FUNCTION cdp.in_audience(text) IS
   'In an audience rule: is the profile a member of the named audience? (Rewritten when the rule is checked; not callable elsewhere.)';
 
+CREATE FUNCTION cdp._audience_id(audience text) RETURNS integer
+  LANGUAGE plpgsql STABLE
+  SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  id integer;
+BEGIN
+  SELECT a.audience_id INTO id FROM cdp.audience_data a WHERE a.name = audience;
+  IF id IS NULL THEN
+    RAISE EXCEPTION 'audience "%" does not exist', audience
+      USING ERRCODE = 'undefined_object',
+            HINT = coalesce('Known audiences: ' || (SELECT string_agg(a.name, ', ' ORDER BY a.name) FROM cdp.audience_data a) || '.',
+                            'There are no audiences yet.');
+  END IF;
+  RETURN id;
+END $$;
+COMMENT ON FUNCTION cdp._audience_id(text) IS 'Internal: the id of the audience of this name; 42704 otherwise';
+
+-- How many entries and exits these change-log rows are.
+CREATE FUNCTION cdp._change_counts(change_ids bigint[]) RETURNS jsonb
+  LANGUAGE sql STABLE
+  SET search_path = pg_catalog, pg_temp
+  RETURN (SELECT jsonb_build_object('entered', count(*) FILTER (WHERE c.change = 'entered'),
+                                    'exited', count(*) FILTER (WHERE c.change = 'exited'))
+            FROM cdp.audience_change_data c WHERE c.change_id = ANY (change_ids));
+COMMENT ON FUNCTION cdp._change_counts(bigint[]) IS 'Internal: {"entered": n, "exited": n} of these audience changes';
+
 CREATE FUNCTION cdp._check_name(what text, name text) RETURNS void
   LANGUAGE plpgsql IMMUTABLE
   SET search_path = pg_catalog, pg_temp
@@ -677,10 +704,7 @@ DECLARE
   c record;
 BEGIN
   PERFORM cdp._audience_lock();
-  IF NOT EXISTS (SELECT FROM cdp.audience_data a WHERE a.name = alter_audience.name) THEN
-    RAISE EXCEPTION 'audience "%" does not exist', name
-      USING ERRCODE = 'undefined_object', HINT = 'cdp.audiences lists the existing ones; cdp.create_audience() makes one.';
-  END IF;
+  PERFORM cdp._audience_id(name);
   c := cdp._check_rule(name, rule);
   UPDATE cdp.audience_data a
      SET rule = alter_audience.rule, expression = c.expression, columns = c.columns, depends_on = c.depends_on,
@@ -701,11 +725,7 @@ DECLARE
   id integer;
 BEGIN
   PERFORM cdp._audience_lock();
-  SELECT a.audience_id INTO id FROM cdp.audience_data a WHERE a.name = drop_audience.name;
-  IF id IS NULL THEN
-    RAISE EXCEPTION 'audience "%" does not exist', name
-      USING ERRCODE = 'undefined_object', HINT = 'cdp.audiences lists the existing ones.';
-  END IF;
+  id := cdp._audience_id(name);
   SELECT string_agg(a.name, ', ' ORDER BY a.name) INTO users FROM cdp.audience_data a WHERE drop_audience.name = ANY (a.depends_on);
   IF users IS NOT NULL THEN
     RAISE EXCEPTION 'cannot drop audience "%" because other audiences use it', name
@@ -883,20 +903,15 @@ BEGIN
 
   -- 6. The activation stage turns the changes into outbox messages, in
   -- this transaction.
-  IF to_regprocedure('cdp._activation_stage(bigint[],bigint[],bigint[])') IS NOT NULL THEN
-    PERFORM cdp._activation_stage(all_changes,
-                                  (SELECT coalesce(array_agg(p.profile_id), '{}') FROM cdp.profile_data p
-                                    WHERE p.profile_id = ANY (consent) AND p.merged_into IS NULL),
-                                  erased);
-  END IF;
+  PERFORM cdp._activation_stage(all_changes,
+                                (SELECT coalesce(array_agg(p.profile_id), '{}') FROM cdp.profile_data p
+                                  WHERE p.profile_id = ANY (consent) AND p.merged_into IS NULL),
+                                erased);
 
   RETURN jsonb_build_object('journal_rows', n_rows, 'events', n_events, 'profiles', cardinality(touched),
                             'due', cardinality(due), 'audiences', evaluated, 'errors', errors,
-                            'entered', (SELECT count(*) FROM cdp.audience_change_data c
-                                         WHERE c.change_id = ANY (all_changes) AND c.change = 'entered'),
-                            'exited', (SELECT count(*) FROM cdp.audience_change_data c
-                                        WHERE c.change_id = ANY (all_changes) AND c.change = 'exited'),
-                            'more', n_rows >= max_rows);
+                            'more', n_rows >= max_rows)
+         || cdp._change_counts(all_changes);
 END $$;
 COMMENT ON FUNCTION cdp._audience_pass(integer) IS
   'Internal: one audience pass over at most max_rows journal rows (the worker''s unit of work)';
@@ -933,31 +948,21 @@ DECLARE
   a cdp.audience_data;
   res record;
 BEGIN
+  PERFORM cdp._audience_id(name);
   r := cdp.refresh_audiences();
   IF NOT "full" THEN
-    IF NOT EXISTS (SELECT FROM cdp.audience_data ad WHERE ad.name = refresh_audience.name) THEN
-      RAISE EXCEPTION 'audience "%" does not exist', name USING ERRCODE = 'undefined_object';
-    END IF;
     RETURN r;
-  END IF;
-  SELECT * INTO a FROM cdp.audience_data ad WHERE ad.name = refresh_audience.name;
-  IF NOT FOUND THEN
-    RAISE EXCEPTION 'audience "%" does not exist', name USING ERRCODE = 'undefined_object';
   END IF;
   -- Evaluate the rule over every live profile rather than the touched ones
   -- and log the difference: normally there is none.
   PERFORM cdp._audience_lock();
+  SELECT * INTO a FROM cdp.audience_data ad WHERE ad.audience_id = cdp._audience_id(refresh_audience.name);
   res := cdp._evaluate_audience(a, NULL, true, '{}', now());
   UPDATE cdp.audience_data ad SET last_evaluated_at = now() WHERE ad.audience_id = a.audience_id;
-  IF to_regprocedure('cdp._activation_stage(bigint[],bigint[],bigint[])') IS NOT NULL THEN
-    PERFORM cdp._activation_stage(res.change_ids, '{}', '{}');
-  END IF;
+  PERFORM cdp._activation_stage(res.change_ids, '{}', '{}');
   RETURN jsonb_build_object('audience', name, 'full', true,
-                            'entered', (SELECT count(*) FROM cdp.audience_change_data c
-                                         WHERE c.change_id = ANY (res.change_ids) AND c.change = 'entered'),
-                            'exited', (SELECT count(*) FROM cdp.audience_change_data c
-                                        WHERE c.change_id = ANY (res.change_ids) AND c.change = 'exited'),
-                            'size', (SELECT count(*) FROM cdp.audience_member_data m WHERE m.audience_id = a.audience_id));
+                            'size', (SELECT count(*) FROM cdp.audience_member_data m WHERE m.audience_id = a.audience_id))
+         || cdp._change_counts(res.change_ids);
 END $$;
 COMMENT ON FUNCTION cdp.refresh_audience(text, boolean) IS
   'Bring audiences current; with full, also re-evaluate this audience''s rule over every live profile (from the current computed trait values, not incrementally) and log the difference: none, unless something was missed';

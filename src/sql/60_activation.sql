@@ -604,23 +604,6 @@ COMMENT ON FUNCTION cdp._activation_stage(bigint[], bigint[], bigint[]) IS
 
 -- Activations -----------------------------------------------------------
 
-CREATE FUNCTION cdp._audience_id(audience text) RETURNS integer
-  LANGUAGE plpgsql STABLE
-  SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-  id integer;
-BEGIN
-  SELECT a.audience_id INTO id FROM cdp.audience_data a WHERE a.name = audience;
-  IF id IS NULL THEN
-    RAISE EXCEPTION 'audience "%" does not exist', audience
-      USING ERRCODE = 'undefined_object',
-            HINT = coalesce('Known audiences: ' || (SELECT string_agg(a.name, ', ' ORDER BY a.name) FROM cdp.audience_data a) || '.',
-                            'There are no audiences yet.');
-  END IF;
-  RETURN id;
-END $$;
-COMMENT ON FUNCTION cdp._audience_id(text) IS 'Internal: the id of the audience of this name; 42704 otherwise';
 
 CREATE FUNCTION cdp.activate(audience text, destination text) RETURNS integer
   LANGUAGE plpgsql SECURITY DEFINER

@@ -25,6 +25,13 @@ SELECT cdp.track(ARRAY[cdp.identifier('email', 'aud-ann@example.com')], 'Aud Ord
 SELECT cdp.track(ARRAY[cdp.identifier('email', 'aud-ann@example.com')], 'Aud Page', '{}', now()) > 0 AS ok;
 SELECT cdp.identify(ARRAY[cdp.identifier('email', 'aud-bob@example.com')], '{"country": "DE", "suite": "aud"}') > 0 AS ok;
 
+-- What sum/avg/min/max read from a property: JSON numbers, and strings that
+-- hold a decimal number (surrounding white space allowed); nothing else.
+SELECT v AS property, cdp._jsonb_numeric(v) AS value
+  FROM unnest(ARRAY['12.5', '"12.5"', '" -3 "', '"+.5"', '"5."', '"1e3"', '"2.5E-1"', '"\t7\n"',
+                    '"abc"', '"NaN"', '"Infinity"', '""', '" "', '"1e"', '"."', '"-"', '"1 2"', '"0x1A"',
+                    'true', 'null', '{"a": 1}', '[1]']::jsonb[]) AS v;
+
 -- Defined after the events: backfilled (by the next pass for events it has
 -- not seen yet).
 SELECT cdp.create_trait('aud_orders', 'count', 'Aud Order');

@@ -75,15 +75,10 @@ COMMENT ON TABLE cdp.computed_trait_values IS
   'Internal: the computed trait values of each profile (read cdp.profile_traits) and when they next change on their own (a window entry or a consent expiring)';
 
 CREATE FUNCTION cdp._jsonb_numeric(value jsonb) RETURNS numeric
-  LANGUAGE sql IMMUTABLE PARALLEL SAFE
-  SET search_path = pg_catalog, pg_temp
-  RETURN CASE jsonb_typeof(value)
-           WHEN 'number' THEN (value #>> '{}')::numeric
-           WHEN 'string' THEN CASE WHEN (value #>> '{}') ~ '^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$'
-                                   THEN (value #>> '{}')::numeric END
-         END;
+  LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+  AS 'MODULE_PATHNAME', 'cdp_jsonb_numeric';
 COMMENT ON FUNCTION cdp._jsonb_numeric(jsonb) IS
-  'Internal: a JSON number, or a string holding one, as numeric; NULL for anything else';
+  'Internal: a JSON number, or a string holding a decimal number, as numeric; NULL for anything else';
 
 CREATE FUNCTION cdp._check_expression(expression text, source text, membership text,
                                       OUT expression text, OUT columns text[], OUT audiences text[])
@@ -258,7 +253,11 @@ BEGIN
     '       ON CONFLICT (profile_id, trait_id) DO UPDATE SET %s RETURNING s.profile_id) '
     'SELECT coalesce(array_agg(DISTINCT profile_id), ''{}'') FROM up',
     CASE WHEN event_ids IS NOT NULL AND event_times IS NOT NULL
-         THEN 'unnest($1, $5) AS u(id, at) JOIN cdp.event_data e ON e.event_id = u.id AND e.occurred_at = u.at'
+         -- A probe per event, into its one partition (OFFSET 0 keeps the
+         -- subquery a parameterised inner side: joined, a batch of a few
+         -- thousand ids is planned as a hash join over every event stored).
+         THEN 'unnest($1, $5) AS u(id, at) CROSS JOIN LATERAL (SELECT e.* FROM cdp.event_data e '
+              'WHERE e.event_id = u.id AND e.occurred_at = u.at OFFSET 0) e'
          ELSE 'cdp.event_data e' END,
     src,
     CASE WHEN any_event THEN '' ELSE format(' AND e.event = ANY (%L::text[])', events) END,

@@ -150,7 +150,7 @@ CREATE FUNCTION cdp._rule_source(restricted boolean) RETURNS text
   RETURN format('(SELECT p.profile_id, p.traits%s FROM cdp.profile_data p '
                 'LEFT JOIN cdp.computed_trait_values v ON v.profile_id = p.profile_id '
                 'WHERE p.merged_into IS NULL%s) t',
-                cdp._trait_columns(), CASE WHEN restricted THEN ' AND p.profile_id = ANY ($1)' ELSE '' END);
+                cdp._trait_columns(), CASE WHEN restricted THEN ' AND p.profile_id IN (SELECT unnest($1))' ELSE '' END);
 COMMENT ON FUNCTION cdp._rule_source(boolean) IS 'Internal: the FROM item audience rules are evaluated against';
 
 -- What cdp.in_audience('x') becomes inside a rule.
@@ -300,31 +300,43 @@ CREATE FUNCTION cdp._trait_merge_sql() RETURNS text
     ids = s.ids || excluded.ids $sql$;
 COMMENT ON FUNCTION cdp._trait_merge_sql() IS 'Internal: how two computed-trait states combine (merges, folds)';
 
--- Drop expired window entries and recompute the values of these profiles
--- (and when each next changes on its own), set-based: one aggregate over
--- their state rows.  With tombstones, tombstones and erased profiles among
--- them lose their values.
-CREATE FUNCTION cdp._trait_values(profiles bigint[], as_of timestamptz, tombstones boolean DEFAULT true) RETURNS void
+-- Recompute the values of these profiles (and when each next changes on
+-- its own), set-based: one aggregate over their state rows.  Window entries
+-- that have expired are dropped for the profiles in expire (all of them
+-- when NULL): values never count them either way, so the pass only collects
+-- them where they can be -- profiles that came due, and those whose
+-- identity changed (a merge can bring in entries that expired elsewhere).
+-- With tombstones, tombstones and erased profiles among them lose their
+-- values.
+--
+-- Sets of profiles are joined as IN (SELECT unnest(...)) rather than
+-- = ANY (...): the planner estimates = ANY element by element (tens of ms
+-- for a few thousand ids) and then tends to prefer scanning whole tables.
+CREATE FUNCTION cdp._trait_values(profiles bigint[], as_of timestamptz, tombstones boolean DEFAULT true,
+                                  expire bigint[] DEFAULT NULL) RETURNS void
   LANGUAGE plpgsql
   SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-  UPDATE cdp.computed_trait_state s
-     SET (n, vals, ats, ids) = (SELECT count(*), array_agg(x.v ORDER BY x.at, x.id),
-                                       array_agg(x.at ORDER BY x.at, x.id), array_agg(x.id ORDER BY x.at, x.id)
-                                  FROM unnest(s.ats, s.ids, s.vals) AS x(at, id, v)
-                                 WHERE x.at > as_of - c."window")
-    FROM cdp.computed_traits c
-   WHERE c.trait_id = s.trait_id AND c."window" IS NOT NULL
-     AND s.profile_id = ANY (profiles)
-     AND EXISTS (SELECT FROM unnest(s.ats) AS a WHERE a <= as_of - c."window");
-  -- A window that emptied: the state is gone (count reads 0, the others NULL).
-  DELETE FROM cdp.computed_trait_state s USING cdp.computed_traits c
-   WHERE c.trait_id = s.trait_id AND c."window" IS NOT NULL AND s.profile_id = ANY (profiles) AND s.n = 0;
+  IF expire IS NULL OR cardinality(expire) > 0 THEN
+    UPDATE cdp.computed_trait_state s
+       SET (n, vals, ats, ids) = (SELECT count(*), array_agg(x.v ORDER BY x.at, x.id),
+                                         array_agg(x.at ORDER BY x.at, x.id), array_agg(x.id ORDER BY x.at, x.id)
+                                    FROM unnest(s.ats, s.ids, s.vals) AS x(at, id, v)
+                                   WHERE x.at > as_of - c."window")
+      FROM cdp.computed_traits c
+     WHERE c.trait_id = s.trait_id AND c."window" IS NOT NULL
+       AND s.profile_id IN (SELECT unnest(coalesce(expire, profiles)))
+       AND EXISTS (SELECT FROM unnest(s.ats) AS a WHERE a <= as_of - c."window");
+    -- A window that emptied: the state is gone (count reads 0, the others NULL).
+    DELETE FROM cdp.computed_trait_state s USING cdp.computed_traits c
+     WHERE c.trait_id = s.trait_id AND c."window" IS NOT NULL AND s.n = 0
+       AND s.profile_id IN (SELECT unnest(coalesce(expire, profiles)));
+  END IF;
 
   IF tombstones THEN
     DELETE FROM cdp.computed_trait_values v
-     WHERE v.profile_id = ANY (profiles)
+     WHERE v.profile_id IN (SELECT unnest(profiles))
        AND NOT EXISTS (SELECT FROM cdp.profile_data p WHERE p.profile_id = v.profile_id AND p.merged_into IS NULL);
   END IF;
 
@@ -335,19 +347,18 @@ BEGIN
       LEFT JOIN (SELECT s.profile_id, jsonb_object_agg(d.name, %s) AS vals,
                         min((SELECT min(a) FROM unnest(s.ats) AS a WHERE a > $1 - d."window") + d."window") AS due
                    FROM cdp.computed_trait_state s JOIN cdp.computed_traits d ON d.trait_id = s.trait_id
-                  WHERE s.profile_id = ANY ($2)
+                  WHERE s.profile_id IN (SELECT unnest($2))
                   GROUP BY s.profile_id) v ON v.profile_id = p.profile_id
-      LEFT JOIN (SELECT cs.profile_id, min(cs.expires_at) AS due FROM cdp.consent_state cs
-                  WHERE cs.profile_id = ANY ($2) AND cs.granted AND cs.expires_at > $1
-                  GROUP BY cs.profile_id) c ON c.profile_id = p.profile_id
-     WHERE p.profile_id = ANY ($2) AND p.merged_into IS NULL
+      LEFT JOIN LATERAL (SELECT min(cs.expires_at) AS due FROM cdp.consent_state cs
+                          WHERE cs.profile_id = p.profile_id AND cs.granted AND cs.expires_at > $1) c ON true
+     WHERE p.profile_id IN (SELECT unnest($2)) AND p.merged_into IS NULL
     ON CONFLICT (profile_id) DO UPDATE SET vals = excluded.vals, next_due = excluded.next_due
      WHERE t.vals IS DISTINCT FROM excluded.vals OR t.next_due IS DISTINCT FROM excluded.next_due $q$,
     cdp._trait_value_sql())
   USING as_of, profiles;
 END $$;
-COMMENT ON FUNCTION cdp._trait_values(bigint[], timestamptz, boolean) IS
-  'Internal: expire window entries and recompute the computed trait values (and next due time) of profiles';
+COMMENT ON FUNCTION cdp._trait_values(bigint[], timestamptz, boolean, bigint[]) IS
+  'Internal: recompute the computed trait values (and next due time) of profiles, dropping expired window entries of those in expire (NULL: all)';
 
 -- Audiences ------------------------------------------------------------
 
@@ -433,7 +444,7 @@ CREATE FUNCTION cdp._change_counts(change_ids bigint[]) RETURNS jsonb
   SET search_path = pg_catalog, pg_temp
   RETURN (SELECT jsonb_build_object('entered', count(*) FILTER (WHERE c.change = 'entered'),
                                     'exited', count(*) FILTER (WHERE c.change = 'exited'))
-            FROM cdp.audience_change_data c WHERE c.change_id = ANY (change_ids));
+            FROM cdp.audience_change_data c WHERE c.change_id IN (SELECT unnest(change_ids)));
 COMMENT ON FUNCTION cdp._change_counts(bigint[]) IS 'Internal: {"entered": n, "exited": n} of these audience changes';
 
 CREATE FUNCTION cdp._check_name(what text, name text) RETURNS void
@@ -749,7 +760,7 @@ DECLARE
   consent text := CASE WHEN a.purpose IS NULL THEN 'true'
                        ELSE 'EXISTS (SELECT FROM cdp.consent_state c WHERE c.profile_id = t.profile_id '
                             'AND c.purpose = $5 AND c.granted AND (c.expires_at IS NULL OR c.expires_at > $3))' END;
-  restrict_members text := CASE WHEN full_scan THEN '' ELSE ' AND m.profile_id = ANY ($1)' END;
+  restrict_members text := CASE WHEN full_scan THEN '' ELSE ' AND m.profile_id IN (SELECT unnest($1))' END;
 BEGIN
   EXECUTE format($q$
     WITH r AS MATERIALIZED (SELECT t.profile_id, %s AS consented FROM %s WHERE (%s)),
@@ -802,6 +813,7 @@ DECLARE
   defs boolean;
   due bigint[];
   live_rebuilt bigint[];
+  survivors bigint[];
   touched bigint[];
   cand bigint[];
   m record;
@@ -870,11 +882,12 @@ BEGIN
   SELECT coalesce(array_agg(DISTINCT x), '{}') INTO touched
     FROM unnest(touched || ident || rebuilt || erased || consent || due || ev_profiles) x;
   -- Survivors of merges are touched too.
-  SELECT coalesce(array_agg(DISTINCT x), '{}') INTO touched
-    FROM unnest(touched || (SELECT coalesce(array_agg(DISTINCT p.merged_into), '{}') FROM cdp.profile_data p
-                             WHERE p.profile_id = ANY (touched) AND p.merged_into IS NOT NULL)) x;
+  SELECT coalesce(array_agg(DISTINCT p.merged_into), '{}') INTO survivors
+    FROM cdp.profile_data p WHERE p.profile_id IN (SELECT unnest(touched)) AND p.merged_into IS NOT NULL;
+  SELECT coalesce(array_agg(DISTINCT x), '{}') INTO touched FROM unnest(touched || survivors) x;
   PERFORM cdp._trait_values(touched, as_of,
-                            cardinality(ident) + cardinality(rebuilt) + cardinality(erased) > 0);
+                            cardinality(ident) + cardinality(rebuilt) + cardinality(erased) > 0,
+                            due || ident || rebuilt || erased || survivors);
 
   -- 5. Audiences, in dependency order; one failing rule does not stop the others.
   FOR a IN SELECT * FROM cdp.audience_data ORDER BY level, audience_id LOOP

@@ -5,8 +5,80 @@
 
 \echo Use "ALTER EXTENSION cdp UPDATE TO '0.2.0'" to load this file. \quit
 
--- audiences: the new events of a pass are looked up one probe each, in their own partition
--- (a batch of a few thousand ids was planned as a hash join over every stored event).
+
+-- audiences: a faster pass.  The numbers sum/avg/min/max traits aggregate are
+-- read in C (the SQL version, a regular expression never inlined, dominated
+-- folding); a pass's new events are looked up one probe each in their own
+-- partition (a batch of a few thousand ids was planned as a hash join over
+-- every stored event); sets of profiles are joined as IN (SELECT unnest(...))
+-- (= ANY was estimated element by element and steered plans to full scans);
+-- expired window entries are collected only where they can be.
+CREATE OR REPLACE FUNCTION cdp._jsonb_numeric(value jsonb) RETURNS numeric
+  LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+  AS 'MODULE_PATHNAME', 'cdp_jsonb_numeric';
+COMMENT ON FUNCTION cdp._jsonb_numeric(jsonb) IS
+  'Internal: a JSON number, or a string holding a decimal number, as numeric; NULL for anything else';
+
+DROP FUNCTION cdp._trait_values(bigint[], timestamptz, boolean);
+CREATE FUNCTION cdp._trait_values(profiles bigint[], as_of timestamptz, tombstones boolean DEFAULT true,
+                                  expire bigint[] DEFAULT NULL) RETURNS void
+  LANGUAGE plpgsql
+  SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF expire IS NULL OR cardinality(expire) > 0 THEN
+    UPDATE cdp.computed_trait_state s
+       SET (n, vals, ats, ids) = (SELECT count(*), array_agg(x.v ORDER BY x.at, x.id),
+                                         array_agg(x.at ORDER BY x.at, x.id), array_agg(x.id ORDER BY x.at, x.id)
+                                    FROM unnest(s.ats, s.ids, s.vals) AS x(at, id, v)
+                                   WHERE x.at > as_of - c."window")
+      FROM cdp.computed_traits c
+     WHERE c.trait_id = s.trait_id AND c."window" IS NOT NULL
+       AND s.profile_id IN (SELECT unnest(coalesce(expire, profiles)))
+       AND EXISTS (SELECT FROM unnest(s.ats) AS a WHERE a <= as_of - c."window");
+    -- A window that emptied: the state is gone (count reads 0, the others NULL).
+    DELETE FROM cdp.computed_trait_state s USING cdp.computed_traits c
+     WHERE c.trait_id = s.trait_id AND c."window" IS NOT NULL AND s.n = 0
+       AND s.profile_id IN (SELECT unnest(coalesce(expire, profiles)));
+  END IF;
+
+  IF tombstones THEN
+    DELETE FROM cdp.computed_trait_values v
+     WHERE v.profile_id IN (SELECT unnest(profiles))
+       AND NOT EXISTS (SELECT FROM cdp.profile_data p WHERE p.profile_id = v.profile_id AND p.merged_into IS NULL);
+  END IF;
+
+  EXECUTE format($q$
+    INSERT INTO cdp.computed_trait_values AS t (profile_id, vals, next_due)
+    SELECT p.profile_id, coalesce(v.vals, '{}'), least(v.due, c.due)
+      FROM cdp.profile_data p
+      LEFT JOIN (SELECT s.profile_id, jsonb_object_agg(d.name, %s) AS vals,
+                        min((SELECT min(a) FROM unnest(s.ats) AS a WHERE a > $1 - d."window") + d."window") AS due
+                   FROM cdp.computed_trait_state s JOIN cdp.computed_traits d ON d.trait_id = s.trait_id
+                  WHERE s.profile_id IN (SELECT unnest($2))
+                  GROUP BY s.profile_id) v ON v.profile_id = p.profile_id
+      LEFT JOIN LATERAL (SELECT min(cs.expires_at) AS due FROM cdp.consent_state cs
+                          WHERE cs.profile_id = p.profile_id AND cs.granted AND cs.expires_at > $1) c ON true
+     WHERE p.profile_id IN (SELECT unnest($2)) AND p.merged_into IS NULL
+    ON CONFLICT (profile_id) DO UPDATE SET vals = excluded.vals, next_due = excluded.next_due
+     WHERE t.vals IS DISTINCT FROM excluded.vals OR t.next_due IS DISTINCT FROM excluded.next_due $q$,
+    cdp._trait_value_sql())
+  USING as_of, profiles;
+END $$;
+COMMENT ON FUNCTION cdp._trait_values(bigint[], timestamptz, boolean, bigint[]) IS
+  'Internal: recompute the computed trait values (and next due time) of profiles, dropping expired window entries of those in expire (NULL: all)';
+REVOKE EXECUTE ON FUNCTION cdp._trait_values(bigint[], timestamptz, boolean, bigint[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION cdp._trait_values(bigint[], timestamptz, boolean, bigint[]) TO cdp_admin;
+
+CREATE OR REPLACE FUNCTION cdp._rule_source(restricted boolean) RETURNS text
+  LANGUAGE sql STABLE
+  SET search_path = pg_catalog, pg_temp
+  RETURN format('(SELECT p.profile_id, p.traits%s FROM cdp.profile_data p '
+                'LEFT JOIN cdp.computed_trait_values v ON v.profile_id = p.profile_id '
+                'WHERE p.merged_into IS NULL%s) t',
+                cdp._trait_columns(), CASE WHEN restricted THEN ' AND p.profile_id IN (SELECT unnest($1))' ELSE '' END);
+COMMENT ON FUNCTION cdp._rule_source(boolean) IS 'Internal: the FROM item audience rules are evaluated against';
+
 CREATE OR REPLACE FUNCTION cdp._trait_fold(event_ids bigint[], profiles bigint[], skip_profiles bigint[],
                                 as_of timestamptz, only_trait integer DEFAULT NULL,
                                 event_times timestamptz[] DEFAULT NULL) RETURNS bigint[]
@@ -109,10 +181,186 @@ END $$;
 COMMENT ON FUNCTION cdp._trait_fold(bigint[], bigint[], bigint[], timestamptz, integer, timestamptz[]) IS
   'Internal: fold events (new ones, or every event of rebuilt profiles) into computed-trait state';
 
--- audiences: the numbers sum/avg/min/max traits aggregate are read in C (the
--- SQL version, a regular expression never inlined, dominated folding).
-CREATE OR REPLACE FUNCTION cdp._jsonb_numeric(value jsonb) RETURNS numeric
-  LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
-  AS 'MODULE_PATHNAME', 'cdp_jsonb_numeric';
-COMMENT ON FUNCTION cdp._jsonb_numeric(jsonb) IS
-  'Internal: a JSON number, or a string holding a decimal number, as numeric; NULL for anything else';
+CREATE OR REPLACE FUNCTION cdp._change_counts(change_ids bigint[]) RETURNS jsonb
+  LANGUAGE sql STABLE
+  SET search_path = pg_catalog, pg_temp
+  RETURN (SELECT jsonb_build_object('entered', count(*) FILTER (WHERE c.change = 'entered'),
+                                    'exited', count(*) FILTER (WHERE c.change = 'exited'))
+            FROM cdp.audience_change_data c WHERE c.change_id IN (SELECT unnest(change_ids)));
+COMMENT ON FUNCTION cdp._change_counts(bigint[]) IS 'Internal: {"entered": n, "exited": n} of these audience changes';
+
+CREATE OR REPLACE FUNCTION cdp._evaluate_audience(a cdp.audience_data, cand bigint[], full_scan boolean, due bigint[],
+                                       as_of timestamptz, OUT change_ids bigint[], OUT changed bigint[])
+  LANGUAGE plpgsql
+  SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  consent text := CASE WHEN a.purpose IS NULL THEN 'true'
+                       ELSE 'EXISTS (SELECT FROM cdp.consent_state c WHERE c.profile_id = t.profile_id '
+                            'AND c.purpose = $5 AND c.granted AND (c.expires_at IS NULL OR c.expires_at > $3))' END;
+  restrict_members text := CASE WHEN full_scan THEN '' ELSE ' AND m.profile_id IN (SELECT unnest($1))' END;
+BEGIN
+  EXECUTE format($q$
+    WITH r AS MATERIALIZED (SELECT t.profile_id, %s AS consented FROM %s WHERE (%s)),
+    cur AS MATERIALIZED (SELECT m.profile_id FROM cdp.audience_member_data m WHERE m.audience_id = $2%s),
+    ins AS (INSERT INTO cdp.audience_member_data (profile_id, audience_id, entered_at)
+            SELECT r.profile_id, $2, $3 FROM r
+             WHERE r.consented AND NOT EXISTS (SELECT FROM cur WHERE cur.profile_id = r.profile_id)
+            RETURNING profile_id),
+    del AS (DELETE FROM cdp.audience_member_data m USING cur
+             WHERE m.audience_id = $2 AND m.profile_id = cur.profile_id
+               AND NOT EXISTS (SELECT FROM r WHERE r.profile_id = cur.profile_id AND r.consented)
+            RETURNING m.profile_id),
+    log AS (INSERT INTO cdp.audience_change_data (profile_id, audience_id, change, reason, changed_at)
+            SELECT ins.profile_id, $2, 'entered', $4, $3 FROM ins
+            UNION ALL
+            SELECT del.profile_id, $2, 'exited',
+                   CASE WHEN p.profile_id IS NULL THEN 'erased'
+                        WHEN p.merged_into IS NOT NULL THEN 'merged'
+                        WHEN EXISTS (SELECT FROM r WHERE r.profile_id = del.profile_id) THEN 'consent'
+                        WHEN del.profile_id = ANY ($6) THEN 'window'
+                        ELSE $4 END, $3
+              FROM del LEFT JOIN cdp.profile_data p ON p.profile_id = del.profile_id
+            RETURNING change_id, profile_id)
+    SELECT coalesce(array_agg(log.change_id ORDER BY log.change_id), '{}'), coalesce(array_agg(log.profile_id), '{}')
+      FROM log $q$,
+    consent, cdp._rule_source(NOT full_scan), a.expression, restrict_members)
+  INTO change_ids, changed
+  USING cand, a.audience_id, as_of, CASE WHEN full_scan THEN 'definition' ELSE 'rule' END, a.purpose, due;
+END $$;
+COMMENT ON FUNCTION cdp._evaluate_audience(cdp.audience_data, bigint[], boolean, bigint[], timestamptz) IS
+  'Internal: bring one audience current for some profiles (or all) and log the changes';
+
+CREATE OR REPLACE FUNCTION cdp._audience_pass(max_rows integer DEFAULT 1000) RETURNS jsonb
+  LANGUAGE plpgsql
+  SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  as_of timestamptz := now();
+  n_rows bigint;
+  n_events bigint;
+  ev bigint[];
+  ev_at timestamptz[];
+  ev_profiles bigint[];
+  ident bigint[];
+  rebuilt bigint[];
+  consent bigint[];
+  erased bigint[];
+  defs boolean;
+  due bigint[];
+  live_rebuilt bigint[];
+  survivors bigint[];
+  touched bigint[];
+  cand bigint[];
+  m record;
+  a cdp.audience_data;
+  res record;
+  changed jsonb := '{}';
+  all_changes bigint[] := '{}';
+  dep_changed bigint[];
+  errors integer := 0;
+  evaluated integer := 0;
+BEGIN
+  PERFORM cdp._audience_lock();
+  PERFORM cdp._rebuild_profile_traits();
+
+  WITH taken AS (
+    DELETE FROM cdp.journal j
+     WHERE j.journal_id IN (SELECT j2.journal_id FROM cdp.journal j2 ORDER BY j2.journal_id LIMIT max_rows)
+    RETURNING j.kind, j.profile_ids, j.event_ids, j.occurred_ats)
+  SELECT (SELECT count(*) FROM taken),
+         (SELECT coalesce(array_agg(u.e ORDER BY u.e), '{}') FROM taken t, unnest(t.event_ids) u(e) WHERE t.kind = 'events'),
+         (SELECT array_agg(u.a ORDER BY u.e) FROM taken t, unnest(t.event_ids, t.occurred_ats) u(e, a)
+           WHERE t.kind = 'events'),
+         (SELECT coalesce(array_agg(DISTINCT p), '{}') FROM taken t, unnest(t.profile_ids) p WHERE t.kind = 'events'),
+         (SELECT coalesce(array_agg(DISTINCT p), '{}') FROM taken t, unnest(t.profile_ids) p WHERE t.kind = 'identity'),
+         (SELECT coalesce(array_agg(DISTINCT p), '{}') FROM taken t, unnest(t.profile_ids) p WHERE t.kind = 'rebuilt'),
+         (SELECT coalesce(array_agg(DISTINCT p), '{}') FROM taken t, unnest(t.profile_ids) p WHERE t.kind = 'consent'),
+         (SELECT coalesce(array_agg(DISTINCT p), '{}') FROM taken t, unnest(t.profile_ids) p WHERE t.kind = 'erased'),
+         (SELECT count(*) > 0 FROM taken t WHERE t.kind = 'audience')
+    INTO n_rows, ev, ev_at, ev_profiles, ident, rebuilt, consent, erased, defs;
+  n_events := cardinality(ev);
+
+  -- 1. Merged profiles: their state joins the survivor's.  Rebuilt and
+  -- erased profiles: state recomputed from their events (if still live).
+  FOR m IN SELECT p.profile_id AS tomb, cdp.resolve(p.profile_id) AS survivor
+             FROM cdp.profile_data p
+            WHERE p.profile_id = ANY (ident) AND p.merged_into IS NOT NULL
+              AND EXISTS (SELECT FROM cdp.computed_trait_state s WHERE s.profile_id = p.profile_id) LOOP
+    EXECUTE format('INSERT INTO cdp.computed_trait_state AS s (profile_id, trait_id, n, total, lo, hi, first_at, first_id, '
+                   'first_val, last_at, last_id, last_val, vals, ats, ids) '
+                   'SELECT $2, o.trait_id, o.n, o.total, o.lo, o.hi, o.first_at, o.first_id, o.first_val, o.last_at, '
+                   'o.last_id, o.last_val, o.vals, o.ats, o.ids FROM cdp.computed_trait_state o WHERE o.profile_id = $1 '
+                   'ON CONFLICT (profile_id, trait_id) DO UPDATE SET %s', cdp._trait_merge_sql())
+      USING m.tomb, m.survivor;
+    DELETE FROM cdp.computed_trait_state s WHERE s.profile_id = m.tomb;
+  END LOOP;
+  -- Rebuilt from events: the live profiles among those rebuilt, and the
+  -- survivors of rebuilt profiles merged since (whose state, combined in
+  -- above, predates the rebuild: events the rebuild moved to them are
+  -- missing from it, events it moved away are still counted).
+  SELECT coalesce(array_agg(DISTINCT coalesce(p.merged_into, p.profile_id)), '{}') INTO live_rebuilt
+    FROM cdp.profile_data p WHERE p.profile_id = ANY (rebuilt);
+  DELETE FROM cdp.computed_trait_state s WHERE s.profile_id = ANY (rebuilt || erased || live_rebuilt);
+  IF cardinality(live_rebuilt) > 0 THEN
+    PERFORM cdp._trait_fold(NULL, live_rebuilt, NULL, as_of);
+  END IF;
+
+  -- 2. New events (of profiles not just rebuilt, which have them already).
+  touched := CASE WHEN n_events > 0
+                  THEN cdp._trait_fold(ev, NULL, live_rebuilt, as_of, NULL,
+                                       CASE WHEN array_position(ev_at, NULL) IS NULL THEN ev_at END)
+                  ELSE '{}' END;
+
+  -- 3-4. Due expiries, then the values of everything touched.
+  SELECT coalesce(array_agg(v.profile_id), '{}') INTO due
+    FROM cdp.computed_trait_values v WHERE v.next_due <= as_of;
+  SELECT coalesce(array_agg(DISTINCT x), '{}') INTO touched
+    FROM unnest(touched || ident || rebuilt || erased || consent || due || ev_profiles) x;
+  -- Survivors of merges are touched too.
+  SELECT coalesce(array_agg(DISTINCT p.merged_into), '{}') INTO survivors
+    FROM cdp.profile_data p WHERE p.profile_id IN (SELECT unnest(touched)) AND p.merged_into IS NOT NULL;
+  SELECT coalesce(array_agg(DISTINCT x), '{}') INTO touched FROM unnest(touched || survivors) x;
+  PERFORM cdp._trait_values(touched, as_of,
+                            cardinality(ident) + cardinality(rebuilt) + cardinality(erased) > 0,
+                            due || ident || rebuilt || erased || survivors);
+
+  -- 5. Audiences, in dependency order; one failing rule does not stop the others.
+  FOR a IN SELECT * FROM cdp.audience_data ORDER BY level, audience_id LOOP
+    IF NOT a.needs_full AND cardinality(touched) = 0 THEN
+      CONTINUE;
+    END IF;
+    SELECT coalesce(array_agg(DISTINCT x::bigint), '{}') INTO dep_changed
+      FROM unnest(a.depends_on) d, jsonb_array_elements_text(coalesce(changed -> d, '[]')) x;
+    cand := touched || dep_changed;
+    BEGIN
+      res := cdp._evaluate_audience(a, cand, a.needs_full, due, as_of);
+      all_changes := all_changes || res.change_ids;
+      changed := changed || jsonb_build_object(a.name, to_jsonb(res.changed));
+      UPDATE cdp.audience_data ad SET last_evaluated_at = as_of, needs_full = false, error = NULL, errored_at = NULL
+       WHERE ad.audience_id = a.audience_id
+         AND (ad.needs_full OR ad.error IS NOT NULL OR ad.last_evaluated_at IS DISTINCT FROM as_of);
+      evaluated := evaluated + 1;
+    EXCEPTION WHEN OTHERS THEN
+      -- Re-evaluated in full once it works again: what it missed is not lost.
+      UPDATE cdp.audience_data ad SET error = SQLERRM, errored_at = as_of, needs_full = true
+       WHERE ad.audience_id = a.audience_id;
+      errors := errors + 1;
+    END;
+  END LOOP;
+
+  -- 6. The activation stage turns the changes into outbox messages, in
+  -- this transaction.
+  PERFORM cdp._activation_stage(all_changes,
+                                (SELECT coalesce(array_agg(p.profile_id), '{}') FROM cdp.profile_data p
+                                  WHERE p.profile_id = ANY (consent) AND p.merged_into IS NULL),
+                                erased);
+
+  RETURN jsonb_build_object('journal_rows', n_rows, 'events', n_events, 'profiles', cardinality(touched),
+                            'due', cardinality(due), 'audiences', evaluated, 'errors', errors,
+                            'more', n_rows >= max_rows)
+         || cdp._change_counts(all_changes);
+END $$;
+COMMENT ON FUNCTION cdp._audience_pass(integer) IS
+  'Internal: one audience pass over at most max_rows journal rows (the worker''s unit of work)';
+

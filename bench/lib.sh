@@ -51,3 +51,27 @@ result() {
 	printf 'result: %s %s %s %s baseline=%s ratio=%s\n' "$1" "$2" "$3" "$4" "$5" \
 		"$(python3 -c "print(f'{$3 / $5:.3f}')")"
 }
+
+# A long-lived session, like the background worker's backend: plpgsql
+# compiled, catalog caches and cached plans warm.  Timing the first call of
+# a fresh connection would add ~0.1-0.2 s of such one-off costs.
+# bench_session_open DB; bench_session_query SQL (prints the -At result
+# lines of the statements in SQL); bench_session_close.
+bench_session_open() {
+	coproc BENCH_SESSION { cluster_psql "$BENCH_DIR" "$BENCH_PORT" "$1" -At 2>&1; }
+}
+
+bench_session_query() {
+	local line
+	printf '%s\n\\echo __cdp_bench_done__\n' "$1" >&"${BENCH_SESSION[1]}"
+	while IFS= read -r line <&"${BENCH_SESSION[0]}"; do
+		[ "$line" = __cdp_bench_done__ ] && return 0
+		printf '%s\n' "$line"
+	done
+	die "the benchmark session ended: $1"
+}
+
+bench_session_close() {
+	printf '\\q\n' >&"${BENCH_SESSION[1]}"
+	wait "$BENCH_SESSION_PID" 2>/dev/null || true
+}

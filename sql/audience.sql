@@ -245,6 +245,31 @@ SELECT cdp.alter_audience('aud_fragile', $$traits->>'age' ~ '^\d+$' AND (traits-
 SELECT (cdp.refresh_audiences() ->> 'errors')::int AS errors;
 SELECT name, error FROM cdp.audiences WHERE name = 'aud_fragile';
 
+-- Audiences of one level are evaluated together; when one rule fails in
+-- such a pass, it alone is marked and the others still see the change.
+SELECT cdp.create_audience('aud_scored', $$(traits->>'score')::int > 5$$) > 0 AS created;
+SELECT cdp.create_audience('aud_all', 'true') > 0 AS created;
+SELECT (cdp.refresh_audiences() ->> 'errors')::int AS errors;
+SELECT cdp.identify(ARRAY[cdp.identifier('email', 'aud-eve@example.com')], '{"score": "high"}') AS eve \gset
+SELECT (cdp.refresh_audiences() ->> 'errors')::int AS errors;
+SELECT name, error FROM cdp.audiences WHERE name IN ('aud_scored', 'aud_all', 'aud_fragile') ORDER BY name;
+SELECT a.name FROM cdp.audience_member_data m JOIN cdp.audience_data a USING (audience_id)
+ WHERE m.profile_id = :eve ORDER BY 1;
+SELECT cdp.drop_audience('aud_scored');
+SELECT cdp.drop_audience('aud_all');
+
+-- A changed rule reaches the audiences that use it, even when no profile
+-- changed in the pass.
+SELECT cdp.create_audience('aud_de', $$traits->>'country' = 'DE'$$) > 0 AS created;
+SELECT cdp.create_audience('aud_de_too', $$cdp.in_audience('aud_de')$$) > 0 AS created;
+SELECT (cdp.refresh_audiences() ->> 'errors')::int AS errors;
+SELECT name, size FROM cdp.audiences WHERE name IN ('aud_de', 'aud_de_too') ORDER BY name;
+SELECT cdp.alter_audience('aud_de', 'false');
+SELECT (cdp.refresh_audiences() ->> 'errors')::int AS errors;
+SELECT name, size FROM cdp.audiences WHERE name IN ('aud_de', 'aud_de_too') ORDER BY name;
+SELECT cdp.drop_audience('aud_de_too');
+SELECT cdp.drop_audience('aud_de');
+
 -- Altering a rule re-evaluates it over everyone; dropping removes it.
 SELECT cdp.alter_audience('aud_campaign', 'aud_orders >= 1');
 SELECT (cdp.refresh_audiences() ->> 'errors')::int AS errors;

@@ -6,18 +6,23 @@
 \echo Use "ALTER EXTENSION cdp UPDATE TO '0.2.0'" to load this file. \quit
 
 
+
 -- audiences: a faster pass.  The numbers sum/avg/min/max traits aggregate are
 -- read in C (the SQL version, a regular expression never inlined, dominated
 -- folding); a pass's new events are looked up one probe each in their own
 -- partition (a batch of a few thousand ids was planned as a hash join over
 -- every stored event); sets of profiles are joined as IN (SELECT unnest(...))
 -- (= ANY was estimated element by element and steered plans to full scans);
--- expired window entries are collected only where they can be.
+-- expired window entries are collected only where they can be; audiences of
+-- one dependency level are evaluated in one statement.  Fixed: a changed
+-- rule now reaches the audiences that use it in a pass where no profile
+-- changed.
 CREATE OR REPLACE FUNCTION cdp._jsonb_numeric(value jsonb) RETURNS numeric
   LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
   AS 'MODULE_PATHNAME', 'cdp_jsonb_numeric';
 COMMENT ON FUNCTION cdp._jsonb_numeric(jsonb) IS
   'Internal: a JSON number, or a string holding a decimal number, as numeric; NULL for anything else';
+
 
 DROP FUNCTION cdp._trait_values(bigint[], timestamptz, boolean);
 CREATE FUNCTION cdp._trait_values(profiles bigint[], as_of timestamptz, tombstones boolean DEFAULT true,
@@ -67,8 +72,62 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION cdp._trait_values(bigint[], timestamptz, boolean, bigint[]) IS
   'Internal: recompute the computed trait values (and next due time) of profiles, dropping expired window entries of those in expire (NULL: all)';
+
 REVOKE EXECUTE ON FUNCTION cdp._trait_values(bigint[], timestamptz, boolean, bigint[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION cdp._trait_values(bigint[], timestamptz, boolean, bigint[]) TO cdp_admin;
+
+CREATE FUNCTION cdp._evaluate_level(auds cdp.audience_data[], cand bigint[], due bigint[], as_of timestamptz)
+  RETURNS TABLE (audience_id integer, change_ids bigint[], changed bigint[])
+  LANGUAGE plpgsql
+  SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  RETURN QUERY EXECUTE format($q$
+    WITH r AS MATERIALIZED (
+      SELECT t.profile_id, x.audience_id,
+             x.purpose IS NULL OR EXISTS (SELECT FROM cdp.consent_state c WHERE c.profile_id = t.profile_id
+                                           AND c.purpose = x.purpose AND c.granted
+                                           AND (c.expires_at IS NULL OR c.expires_at > $3)) AS consented
+        FROM %s CROSS JOIN LATERAL (VALUES %s) AS x(audience_id, hit, purpose)
+       WHERE x.hit),
+    cur AS MATERIALIZED (SELECT m.profile_id, m.audience_id FROM cdp.audience_member_data m
+                          WHERE m.profile_id IN (SELECT unnest($1)) AND m.audience_id = ANY ($2)),
+    ins AS (INSERT INTO cdp.audience_member_data (profile_id, audience_id, entered_at)
+            SELECT r.profile_id, r.audience_id, $3 FROM r
+             WHERE r.consented
+               AND NOT EXISTS (SELECT FROM cur WHERE cur.profile_id = r.profile_id AND cur.audience_id = r.audience_id)
+            RETURNING profile_id, audience_id),
+    del AS (DELETE FROM cdp.audience_member_data m USING cur
+             WHERE m.audience_id = cur.audience_id AND m.profile_id = cur.profile_id
+               AND NOT EXISTS (SELECT FROM r WHERE r.profile_id = cur.profile_id AND r.audience_id = cur.audience_id
+                                                AND r.consented)
+            RETURNING m.profile_id, m.audience_id),
+    log AS (INSERT INTO cdp.audience_change_data (profile_id, audience_id, change, reason, changed_at)
+            SELECT ins.profile_id, ins.audience_id, 'entered', 'rule', $3 FROM ins
+            UNION ALL
+            SELECT del.profile_id, del.audience_id, 'exited',
+                   CASE WHEN p.profile_id IS NULL THEN 'erased'
+                        WHEN p.merged_into IS NOT NULL THEN 'merged'
+                        WHEN EXISTS (SELECT FROM r WHERE r.profile_id = del.profile_id AND r.audience_id = del.audience_id)
+                          THEN 'consent'
+                        WHEN del.profile_id = ANY ($4) THEN 'window'
+                        ELSE 'rule' END, $3
+              FROM del LEFT JOIN cdp.profile_data p ON p.profile_id = del.profile_id
+            RETURNING change_id, profile_id, audience_id)
+    SELECT a.id, coalesce(array_agg(log.change_id ORDER BY log.change_id) FILTER (WHERE log.change_id IS NOT NULL), '{}'),
+           coalesce(array_agg(log.profile_id) FILTER (WHERE log.change_id IS NOT NULL), '{}')
+      FROM unnest($2) AS a(id) LEFT JOIN log ON log.audience_id = a.id
+     GROUP BY a.id $q$,
+    cdp._rule_source(true),
+    (SELECT string_agg(format('(%s, (%s), %L::text)', a.audience_id, a.expression, a.purpose), ', ' ORDER BY a.audience_id)
+       FROM unnest(auds) AS a))
+  USING cand, (SELECT array_agg(a.audience_id) FROM unnest(auds) AS a), as_of, due;
+END $$;
+COMMENT ON FUNCTION cdp._evaluate_level(cdp.audience_data[], bigint[], bigint[], timestamptz) IS
+  'Internal: bring audiences of one dependency level current for some profiles in one statement and log the changes';
+
+REVOKE EXECUTE ON FUNCTION cdp._evaluate_level(cdp.audience_data[], bigint[], bigint[], timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION cdp._evaluate_level(cdp.audience_data[], bigint[], bigint[], timestamptz) TO cdp_admin;
 
 CREATE OR REPLACE FUNCTION cdp._rule_source(restricted boolean) RETURNS text
   LANGUAGE sql STABLE
@@ -254,7 +313,12 @@ DECLARE
   cand bigint[];
   m record;
   a cdp.audience_data;
+  lvl integer;
+  together cdp.audience_data[];
+  alone cdp.audience_data[];
   res record;
+  lvl_changes bigint[];
+  lvl_changed jsonb;
   changed jsonb := '{}';
   all_changes bigint[] := '{}';
   dep_changed bigint[];
@@ -325,28 +389,58 @@ BEGIN
                             cardinality(ident) + cardinality(rebuilt) + cardinality(erased) > 0,
                             due || ident || rebuilt || erased || survivors);
 
-  -- 5. Audiences, in dependency order; one failing rule does not stop the others.
-  FOR a IN SELECT * FROM cdp.audience_data ORDER BY level, audience_id LOOP
-    IF NOT a.needs_full AND cardinality(touched) = 0 THEN
-      CONTINUE;
-    END IF;
+  -- 5. Audiences, in dependency order.  Those of one level that need no
+  -- full evaluation go together (one statement); if any of their rules fails
+  -- they go one at a time, so that one failing rule does not stop the others.
+  FOR lvl IN SELECT DISTINCT ad.level FROM cdp.audience_data ad ORDER BY ad.level LOOP
+    SELECT coalesce(array_agg(ad ORDER BY ad.audience_id) FILTER (WHERE NOT ad.needs_full), '{}'),
+           coalesce(array_agg(ad ORDER BY ad.audience_id) FILTER (WHERE ad.needs_full), '{}')
+      INTO together, alone
+      FROM cdp.audience_data ad WHERE ad.level = lvl;
+    -- The profiles whose membership of an audience used here changed.
     SELECT coalesce(array_agg(DISTINCT x::bigint), '{}') INTO dep_changed
-      FROM unnest(a.depends_on) d, jsonb_array_elements_text(coalesce(changed -> d, '[]')) x;
+      FROM unnest(together) g, unnest(g.depends_on) d, jsonb_array_elements_text(coalesce(changed -> d, '[]')) x;
     cand := touched || dep_changed;
-    BEGIN
-      res := cdp._evaluate_audience(a, cand, a.needs_full, due, as_of);
-      all_changes := all_changes || res.change_ids;
-      changed := changed || jsonb_build_object(a.name, to_jsonb(res.changed));
-      UPDATE cdp.audience_data ad SET last_evaluated_at = as_of, needs_full = false, error = NULL, errored_at = NULL
-       WHERE ad.audience_id = a.audience_id
-         AND (ad.needs_full OR ad.error IS NOT NULL OR ad.last_evaluated_at IS DISTINCT FROM as_of);
-      evaluated := evaluated + 1;
-    EXCEPTION WHEN OTHERS THEN
-      -- Re-evaluated in full once it works again: what it missed is not lost.
-      UPDATE cdp.audience_data ad SET error = SQLERRM, errored_at = as_of, needs_full = true
-       WHERE ad.audience_id = a.audience_id;
-      errors := errors + 1;
-    END;
+    IF cardinality(together) > 0 AND cardinality(cand) > 0 THEN
+      BEGIN
+        WITH e AS MATERIALIZED (SELECT * FROM cdp._evaluate_level(together, cand, due, as_of))
+        SELECT (SELECT coalesce(array_agg(u.c ORDER BY u.c), '{}') FROM e, unnest(e.change_ids) AS u(c)),
+               (SELECT coalesce(jsonb_object_agg(g.name, to_jsonb(e.changed)), '{}')
+                  FROM e JOIN unnest(together) AS g ON g.audience_id = e.audience_id)
+          INTO lvl_changes, lvl_changed;
+        UPDATE cdp.audience_data ad SET last_evaluated_at = as_of, error = NULL, errored_at = NULL
+         WHERE ad.audience_id IN (SELECT g.audience_id FROM unnest(together) AS g)
+           AND (ad.error IS NOT NULL OR ad.last_evaluated_at IS DISTINCT FROM as_of);
+        -- (only now: a failure above leaves them as they were)
+        all_changes := all_changes || lvl_changes;
+        changed := changed || lvl_changed;
+        evaluated := evaluated + cardinality(together);
+      EXCEPTION WHEN OTHERS THEN
+        alone := together || alone;
+      END;
+    END IF;
+    FOREACH a IN ARRAY alone LOOP
+      SELECT coalesce(array_agg(DISTINCT x::bigint), '{}') INTO dep_changed
+        FROM unnest(a.depends_on) d, jsonb_array_elements_text(coalesce(changed -> d, '[]')) x;
+      cand := touched || dep_changed;
+      IF NOT a.needs_full AND cardinality(cand) = 0 THEN
+        CONTINUE;
+      END IF;
+      BEGIN
+        res := cdp._evaluate_audience(a, cand, a.needs_full, due, as_of);
+        all_changes := all_changes || res.change_ids;
+        changed := changed || jsonb_build_object(a.name, to_jsonb(res.changed));
+        UPDATE cdp.audience_data ad SET last_evaluated_at = as_of, needs_full = false, error = NULL, errored_at = NULL
+         WHERE ad.audience_id = a.audience_id
+           AND (ad.needs_full OR ad.error IS NOT NULL OR ad.last_evaluated_at IS DISTINCT FROM as_of);
+        evaluated := evaluated + 1;
+      EXCEPTION WHEN OTHERS THEN
+        -- Re-evaluated in full once it works again: what it missed is not lost.
+        UPDATE cdp.audience_data ad SET error = SQLERRM, errored_at = as_of, needs_full = true
+         WHERE ad.audience_id = a.audience_id;
+        errors := errors + 1;
+      END;
+    END LOOP;
   END LOOP;
 
   -- 6. The activation stage turns the changes into outbox messages, in

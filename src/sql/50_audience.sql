@@ -806,11 +806,15 @@ CREATE FUNCTION cdp._evaluate_level(auds cdp.audience_data[], cand bigint[], due
 AS $$
 BEGIN
   RETURN QUERY EXECUTE format($q$
-    WITH r AS MATERIALIZED (
+    WITH cs AS MATERIALIZED (
+      -- the candidates' consent for the purposes used here, one probe each
+      SELECT c.profile_id, c.purpose FROM cdp.consent_state c
+       WHERE c.profile_id IN (SELECT unnest($1)) AND c.purpose = ANY ($5) AND c.granted
+         AND (c.expires_at IS NULL OR c.expires_at > $3)),
+    r AS MATERIALIZED (
       SELECT t.profile_id, x.audience_id,
-             x.purpose IS NULL OR EXISTS (SELECT FROM cdp.consent_state c WHERE c.profile_id = t.profile_id
-                                           AND c.purpose = x.purpose AND c.granted
-                                           AND (c.expires_at IS NULL OR c.expires_at > $3)) AS consented
+             x.purpose IS NULL OR EXISTS (SELECT FROM cs WHERE cs.profile_id = t.profile_id AND cs.purpose = x.purpose)
+               AS consented
         FROM %s CROSS JOIN LATERAL (VALUES %s) AS x(audience_id, hit, purpose)
        WHERE x.hit),
     cur AS MATERIALIZED (SELECT m.profile_id, m.audience_id FROM cdp.audience_member_data m
@@ -844,7 +848,8 @@ BEGIN
     cdp._rule_source(true),
     (SELECT string_agg(format('(%s, (%s), %L::text)', a.audience_id, a.expression, a.purpose), ', ' ORDER BY a.audience_id)
        FROM unnest(auds) AS a))
-  USING cand, (SELECT array_agg(a.audience_id) FROM unnest(auds) AS a), as_of, due;
+  USING cand, (SELECT array_agg(a.audience_id) FROM unnest(auds) AS a), as_of, due,
+        (SELECT coalesce(array_agg(DISTINCT a.purpose) FILTER (WHERE a.purpose IS NOT NULL), '{}') FROM unnest(auds) AS a);
 END $$;
 COMMENT ON FUNCTION cdp._evaluate_level(cdp.audience_data[], bigint[], bigint[], timestamptz) IS
   'Internal: bring audiences of one dependency level current for some profiles in one statement and log the changes';

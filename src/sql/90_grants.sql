@@ -56,3 +56,4 @@ GRANT SELECT ON ALL TABLES IN SCHEMA cdp TO cdp_admin;
 GRANT INSERT, UPDATE, DELETE ON cdp.identity_rules, cdp.identifier_mappings, cdp.purposes, cdp.pii_keys,
   cdp.inbox, cdp.inbox_rejects TO cdp_admin;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA cdp TO cdp_admin;
+GRANT USAGE ON SEQUENCE cdp.purposes_slot_seq TO cdp_admin;   -- a new purpose's slot

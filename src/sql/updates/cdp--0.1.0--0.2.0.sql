@@ -4,3 +4,86 @@
 -- in src/sql/ (fresh installs); t/009_upgrade.pl checks that both agree.
 
 \echo Use "ALTER EXTENSION cdp UPDATE TO '0.2.0'" to load this file. \quit
+
+-- ---- consent: the decision on the profile row (bench/consent, issue #4) ----
+-- cdp.purposes.slot, cdp.profile_data.consent_until kept by
+-- cdp._consent_refresh().  The shipped purposes get the slots a fresh install
+-- gives them (a dump restored into a fresh install must agree); purposes a
+-- user added follow in name order.
+ALTER TABLE cdp.purposes ADD COLUMN slot integer;
+UPDATE cdp.purposes p SET slot = n.slot
+  FROM (SELECT q.purpose,
+               coalesce(array_position(b.shipped, q.purpose),
+                        4 + row_number() OVER (PARTITION BY array_position(b.shipped, q.purpose) IS NULL
+                                               ORDER BY q.purpose)) AS slot
+          FROM cdp.purposes q,
+               (SELECT ARRAY['analytics', 'personalization', 'email_marketing', 'advertising']) AS b(shipped)) n
+ WHERE n.purpose = p.purpose;
+CREATE SEQUENCE cdp.purposes_slot_seq AS integer OWNED BY cdp.purposes.slot;
+SELECT pg_catalog.setval('cdp.purposes_slot_seq', greatest(max(slot), 4)) FROM cdp.purposes;
+ALTER TABLE cdp.purposes ALTER COLUMN slot SET DEFAULT nextval('cdp.purposes_slot_seq'),
+  ALTER COLUMN slot SET NOT NULL, ADD UNIQUE (slot);
+COMMENT ON COLUMN cdp.purposes.slot IS
+  'Where the purpose''s decision is kept in cdp.profile_data.consent_until; assigned when the purpose is added (the shipped purposes have 1-4) and never changed';
+REVOKE ALL ON SEQUENCE cdp.purposes_slot_seq FROM PUBLIC;
+GRANT USAGE ON SEQUENCE cdp.purposes_slot_seq TO cdp_admin;
+SELECT pg_catalog.pg_extension_config_dump('cdp.purposes_slot_seq', '');
+
+CREATE FUNCTION cdp._purpose_slot_fixed() RETURNS trigger
+  LANGUAGE plpgsql
+  SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  RAISE EXCEPTION 'the slot of purpose "%" cannot change', OLD.purpose
+    USING ERRCODE = 'feature_not_supported',
+          DETAIL = 'Every profile keeps its decision for the purpose at that position of cdp.profile_data.consent_until.',
+          HINT = 'Leave slot out of UPDATE; a new purpose gets its slot when it is inserted.';
+END $$;
+COMMENT ON FUNCTION cdp._purpose_slot_fixed() IS 'Internal: refuses to change a purpose''s slot';
+CREATE TRIGGER purposes_slot_fixed BEFORE UPDATE OF slot ON cdp.purposes
+  FOR EACH ROW WHEN (OLD.slot IS DISTINCT FROM NEW.slot) EXECUTE FUNCTION cdp._purpose_slot_fixed();
+
+ALTER TABLE cdp.profile_data ADD COLUMN consent_until timestamptz[] NOT NULL DEFAULT '{}';
+COMMENT ON COLUMN cdp.profile_data.consent_until IS
+  'Per cdp.purposes.slot: until when the purpose is granted (infinity: no expiry; NULL: not granted); kept with cdp.consent_state by cdp._consent_refresh()';
+
+CREATE FUNCTION cdp._consent_until(profile_id bigint) RETURNS timestamptz[]
+  LANGUAGE sql STABLE
+  SET search_path = pg_catalog, pg_temp
+  RETURN (WITH g AS (SELECT pu.slot, coalesce(s.expires_at, 'infinity') AS until
+                       FROM cdp.consent_state s JOIN cdp.purposes pu ON pu.purpose = s.purpose
+                      WHERE s.profile_id = _consent_until.profile_id AND s.granted)
+          SELECT coalesce(array_agg(g.until ORDER BY k.slot), '{}')
+            FROM generate_series(1, (SELECT max(g.slot) FROM g)) AS k(slot) LEFT JOIN g ON g.slot = k.slot);
+COMMENT ON FUNCTION cdp._consent_until(bigint) IS
+  'Internal: the profile''s consent_until as cdp.consent_state has it: up to the last granted slot, ''{}'' when nothing is granted';
+
+-- Every profile with a grant gets its decisions on the row.
+UPDATE cdp.profile_data p SET consent_until = cdp._consent_until(p.profile_id)
+ WHERE p.profile_id IN (SELECT s.profile_id FROM cdp.consent_state s WHERE s.granted);
+
+CREATE OR REPLACE FUNCTION cdp._consent_refresh(profiles bigint[]) RETURNS void
+  LANGUAGE sql
+  SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+  DELETE FROM cdp.consent_state WHERE profile_id = ANY (profiles);
+  INSERT INTO cdp.consent_state (profile_id, purpose, granted, recorded_at, expires_at, ledger_id)
+  SELECT DISTINCT ON (i.profile_id, l.purpose) i.profile_id, l.purpose, l.granted, l.recorded_at, l.expires_at, l.id
+    FROM cdp.consent_data l
+    JOIN cdp.identity_data i ON i.identifier OPERATOR(cdp.=) l.subject
+   WHERE i.profile_id = ANY (profiles)
+   ORDER BY i.profile_id, l.purpose, l.recorded_at DESC, l.id DESC;
+  -- The profile rows: only those that have or had a grant can differ.
+  UPDATE cdp.profile_data p SET consent_until = u.until
+    FROM (SELECT q.profile_id, cdp._consent_until(q.profile_id) AS until
+            FROM cdp.profile_data q
+           WHERE q.profile_id = ANY (profiles)
+             AND (q.consent_until <> '{}'
+                  OR EXISTS (SELECT FROM cdp.consent_state s WHERE s.profile_id = q.profile_id AND s.granted))) u
+   WHERE p.profile_id = u.profile_id AND p.consent_until IS DISTINCT FROM u.until;
+END;
+COMMENT ON FUNCTION cdp._consent_refresh(bigint[]) IS
+  'Internal: recompute the decisions of these profiles from the ledger (after consent is recorded or identifiers move), in cdp.consent_state and on the profile rows';
+
+REVOKE EXECUTE ON FUNCTION cdp._purpose_slot_fixed(), cdp._consent_until(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION cdp._purpose_slot_fixed(), cdp._consent_until(bigint) TO cdp_admin;

@@ -187,6 +187,22 @@ SET cdp.purpose = 'analytics';
 CREATE FUNCTION pg_temp.peek(bigint) RETURNS boolean LANGUAGE plpgsql COST 0.0001 AS $$
 BEGIN RAISE NOTICE 'saw profile %', $1; RETURN true; END $$;
 SELECT profile_id FROM cdp.profiles WHERE pg_temp.peek(profile_id);
+-- Nor when the planner hashes the consented profiles, as it does at scale:
+-- a function keeping what it is shown sees only profile 1 and 10 in every
+-- view.
+CREATE TEMP TABLE shown (view text, profile_id bigint);
+CREATE FUNCTION pg_temp.keep(text, bigint) RETURNS boolean LANGUAGE plpgsql COST 0.0001 AS $$
+BEGIN INSERT INTO pg_temp.shown VALUES ($1, $2); RETURN true; END $$;
+SET enable_nestloop = off;
+SET enable_mergejoin = off;
+SELECT count(*) AS events FROM cdp.events WHERE pg_temp.keep('events', profile_id);
+SELECT count(*) AS identifiers FROM cdp.profile_identifiers WHERE pg_temp.keep('profile_identifiers', profile_id);
+SELECT count(*) AS profiles FROM cdp.profiles WHERE pg_temp.keep('profiles', profile_id);
+RESET enable_nestloop;
+RESET enable_mergejoin;
+SELECT view, array_agg(DISTINCT profile_id ORDER BY profile_id) AS shown FROM pg_temp.shown GROUP BY 1 ORDER BY 1;
+DROP TABLE pg_temp.shown;
+DROP FUNCTION pg_temp.keep(text, bigint);
 RESET ROLE;
 -- An analyst who is also cdp_pii_reader sees personal data.
 SET ROLE cdp_test_pii;

@@ -24,7 +24,7 @@ GRANT EXECUTE ON FUNCTION
   cdp.tcf_decode(cdp.tcstring), cdp.tcf_purpose_consent(cdp.tcstring, integer),
   cdp.tcf_purpose_legitimate_interest(cdp.tcstring, integer), cdp.tcf_vendor_consent(cdp.tcstring, integer),
   cdp.tcf_vendor_legitimate_interest(cdp.tcstring, integer),
-  cdp._reader_sees_all(), cdp._reader_sees_pii(), cdp._reader_purpose(), cdp._pii_keys(),
+  cdp._reader_sees_all(), cdp._reader_sees_pii(), cdp._reader_purpose(), cdp._reader_slot(), cdp._pii_keys(),
   cdp._mask_identifier(cdp.identifier), cdp._mask_identifiers(cdp.identifier[]), cdp._mask_traits(jsonb, text[])
 TO cdp_admin, cdp_writer, cdp_analyst, cdp_pii_reader;
 

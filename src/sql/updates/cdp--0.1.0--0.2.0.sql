@@ -87,3 +87,98 @@ COMMENT ON FUNCTION cdp._consent_refresh(bigint[]) IS
 
 REVOKE EXECUTE ON FUNCTION cdp._purpose_slot_fixed(), cdp._consent_until(bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION cdp._purpose_slot_fixed(), cdp._consent_until(bigint) TO cdp_admin;
+
+-- ---- consent: cdp.profiles tests the profile row (bench/consent, issue #4) ----
+-- The analysts' branch of cdp.profiles tests consent_until at the slot of
+-- cdp.purpose instead of joining cdp.consent_state; every view's analysts'
+-- branch becomes a security_barrier view of its own.
+CREATE FUNCTION cdp._reader_slot() RETURNS integer
+  LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+  SET search_path = pg_catalog, pg_temp
+  RETURN (SELECT pu.slot FROM cdp.purposes pu WHERE pu.purpose = cdp._reader_purpose());
+COMMENT ON FUNCTION cdp._reader_slot() IS
+  'Internal: the cdp.purposes.slot of the session''s cdp.purpose, NULL when unset or unknown';
+
+-- What analysts read: each view's second branch, a security_barrier view
+-- of its own.  The planner flattens a UNION ALL view into its branches and
+-- pushes a reader's WHERE clause into them, where it would be ordered with
+-- the consent test by cost alone (a cheap leaky function first); a branch
+-- that is a security_barrier view itself keeps every qual but leakproof
+-- ones (profile_id = 42, time ranges) above its own filter.
+CREATE VIEW cdp._profiles_consented WITH (security_barrier) AS
+  SELECT p.profile_id,
+         CASE WHEN (SELECT cdp._reader_sees_pii()) THEN p.traits
+              ELSE cdp._mask_traits(p.traits, (SELECT cdp._pii_keys())) END AS traits,
+         coalesce((SELECT array_agg(CASE WHEN (SELECT cdp._reader_sees_pii()) THEN i.identifier
+                                         ELSE cdp._mask_identifier(i.identifier) END ORDER BY i.identifier)
+                     FROM cdp.identity_data i WHERE i.profile_id = p.profile_id), '{}') AS identifiers,
+         p.created_at, p.updated_at
+    FROM cdp.profile_data p
+   WHERE p.merged_into IS NULL
+     AND NOT (SELECT cdp._reader_sees_all())
+     AND p.consent_until[(SELECT cdp._reader_slot())] > now();
+COMMENT ON VIEW cdp._profiles_consented IS
+  'Internal: what cdp.profiles shows readers who do not see everything (consent tested on the profile row)';
+
+CREATE VIEW cdp._profile_identifiers_consented WITH (security_barrier) AS
+  SELECT CASE WHEN (SELECT cdp._reader_sees_pii()) THEN i.identifier
+              ELSE cdp._mask_identifier(i.identifier) END AS identifier,
+         i.profile_id, i.source, i.first_seen, i.last_seen
+    FROM cdp.identity_data i
+   WHERE NOT (SELECT cdp._reader_sees_all())
+     AND i.profile_id IN (SELECT s.profile_id FROM cdp.consent_state s
+                           WHERE s.purpose = (SELECT cdp._reader_purpose()) AND s.granted
+                             AND (s.expires_at IS NULL OR s.expires_at > now()));
+COMMENT ON VIEW cdp._profile_identifiers_consented IS
+  'Internal: what cdp.profile_identifiers shows readers who do not see everything';
+
+CREATE VIEW cdp._events_consented WITH (security_barrier) AS
+  SELECT e.event_id, e.profile_id, e.event,
+         CASE WHEN (SELECT cdp._reader_sees_pii()) THEN e.properties
+              ELSE cdp._mask_traits(e.properties, (SELECT cdp._pii_keys())) END AS properties,
+         CASE WHEN (SELECT cdp._reader_sees_pii()) THEN e.identifiers
+              ELSE cdp._mask_identifiers(e.identifiers) END AS identifiers,
+         e.occurred_at, e.received_at, e.source, e.message_id, e.type
+    FROM cdp.event_data e
+   WHERE NOT (SELECT cdp._reader_sees_all())
+     AND e.profile_id IN (SELECT s.profile_id FROM cdp.consent_state s
+                           WHERE s.purpose = (SELECT cdp._reader_purpose()) AND s.granted
+                             AND (s.expires_at IS NULL OR s.expires_at > now()));
+COMMENT ON VIEW cdp._events_consented IS
+  'Internal: what cdp.events shows readers who do not see everything';
+
+CREATE OR REPLACE VIEW cdp.profiles WITH (security_barrier) AS
+  SELECT p.profile_id, p.traits,
+         coalesce((SELECT array_agg(i.identifier ORDER BY i.identifier)
+                     FROM cdp.identity_data i WHERE i.profile_id = p.profile_id), '{}') AS identifiers,
+         p.created_at, p.updated_at
+    FROM cdp.profile_data p
+   WHERE p.merged_into IS NULL
+     AND (SELECT cdp._reader_sees_all())
+  UNION ALL
+  SELECT c.profile_id, c.traits, c.identifiers, c.created_at, c.updated_at
+    FROM cdp._profiles_consented c;
+
+CREATE OR REPLACE VIEW cdp.profile_identifiers WITH (security_barrier) AS
+  SELECT i.identifier, i.profile_id, i.source, i.first_seen, i.last_seen
+    FROM cdp.identity_data i
+   WHERE (SELECT cdp._reader_sees_all())
+  UNION ALL
+  SELECT c.identifier, c.profile_id, c.source, c.first_seen, c.last_seen
+    FROM cdp._profile_identifiers_consented c;
+
+CREATE OR REPLACE VIEW cdp.events WITH (security_barrier) AS
+  SELECT e.event_id, e.profile_id, e.event, e.properties, e.identifiers,
+         e.occurred_at, e.received_at, e.source, e.message_id, e.type
+    FROM cdp.event_data e
+   WHERE (SELECT cdp._reader_sees_all())
+  UNION ALL
+  SELECT c.event_id, c.profile_id, c.event, c.properties, c.identifiers,
+         c.occurred_at, c.received_at, c.source, c.message_id, c.type
+    FROM cdp._events_consented c;
+
+REVOKE ALL ON cdp._profiles_consented, cdp._profile_identifiers_consented, cdp._events_consented FROM PUBLIC;
+GRANT SELECT ON cdp._profiles_consented, cdp._profile_identifiers_consented, cdp._events_consented TO cdp_admin;
+
+REVOKE EXECUTE ON FUNCTION cdp._reader_slot() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION cdp._reader_slot() TO cdp_admin, cdp_writer, cdp_analyst, cdp_pii_reader;

@@ -57,6 +57,17 @@ BEGIN
 END $$;
 SELECT (cdp.refresh_audiences() ->> 'errors')::int AS errors;
 
+-- The decisions on the profile rows (what cdp.profiles tests) against the
+-- latest ledger entry among each profile's identifiers, from scratch.
+SELECT count(*) AS profile_rows_out_of_step
+  FROM cdp.profile_data p CROSS JOIN cdp.purposes pu
+ WHERE coalesce(p.consent_until[pu.slot] > now(), false)
+       IS DISTINCT FROM
+       coalesce((SELECT l.granted AND (l.expires_at IS NULL OR l.expires_at > now())
+                   FROM cdp.consent_data l JOIN cdp.identity_data i ON i.identifier OPERATOR(cdp.=) l.subject
+                  WHERE i.profile_id = p.profile_id AND l.purpose = pu.purpose
+                  ORDER BY l.recorded_at DESC, l.id DESC LIMIT 1), false);
+
 -- Traits from scratch, straight from the events.
 CREATE TEMP VIEW scratch AS
   SELECT p.profile_id,

@@ -15,7 +15,7 @@ EXCEPTION WHEN OTHERS THEN
 END $$;
 GRANT EXECUTE ON FUNCTION pg_temp.try(text) TO PUBLIC;
 
-SELECT purpose, lawful_basis, tcf_purposes, retention FROM cdp.purposes ORDER BY purpose;
+SELECT purpose, lawful_basis, tcf_purposes, retention, slot FROM cdp.purposes ORDER BY purpose;
 
 -- 1. Recording.  An unknown subject gets a profile: consent may come first.
 SELECT cdp.record_consent('email:ada@example.com', 'email_marketing', true, 'newsletter form',
@@ -73,6 +73,11 @@ SELECT cdp.record_tcf('anonymous_id:web-10', 'COvzTO5OvzTO5B7ABCENAwEoAMIAAEKAAA
 SELECT purpose, granted FROM cdp.consent_ledger WHERE subject = 'anonymous_id:web-10' ORDER BY purpose;
 SELECT cdp.record_tcf('anonymous_id:web-11', 'COvzTO5OvzTO5B7ABCENAwEoAMIAAEKAAAqIAAAAAAAA', vendor_id => 0);
 DELETE FROM cdp.purposes WHERE purpose = 'content_measurement';    -- referenced by the ledger: refused
+-- Each purpose has its own slot on the profile rows, which never changes.
+SELECT purpose, slot FROM cdp.purposes WHERE slot > 4 ORDER BY slot;
+UPDATE cdp.purposes SET slot = 1 WHERE purpose = 'basic_ads';
+UPDATE cdp.purposes SET slot = 99 WHERE purpose = 'basic_ads';
+UPDATE cdp.purposes SET description = description || '.', slot = slot WHERE purpose = 'basic_ads' RETURNING purpose, slot;
 
 -- 6. The ledger is append-only for everyone, owner included.
 SELECT pg_temp.try('UPDATE cdp.consent_data SET granted = true') AS owner_update,
@@ -114,9 +119,51 @@ SELECT pg_temp.try('SELECT * FROM cdp.profiles') AS nobody_reads,
 RESET ROLE;
 DELETE FROM cdp.inbox;
 
+-- An admin adds a purpose: it gets the next slot.
+SET ROLE cdp_test_admin;
+INSERT INTO cdp.purposes (purpose, description, lawful_basis) VALUES ('admin_added', 'Added by an admin', 'contract')
+RETURNING purpose, slot;
+DELETE FROM cdp.purposes WHERE purpose = 'admin_added';
+RESET ROLE;
+
+-- reads(): per purpose, the profiles an analyst reading for it sees in
+-- cdp.profiles and those whose decision in force is granted (cdp.consents);
+-- and the profile rows whose consent_until is out of step with
+-- cdp.consent_state (must be none).
+CREATE FUNCTION pg_temp.reads() RETURNS TABLE (purpose text, analyst_sees bigint[], granted bigint[])
+  LANGUAGE plpgsql AS $$
+DECLARE
+  pu text;
+BEGIN
+  FOR pu IN SELECT p.purpose FROM cdp.purposes p ORDER BY p.slot LOOP
+    purpose := pu;
+    granted := (SELECT coalesce(array_agg(c.profile_id ORDER BY c.profile_id), '{}') FROM cdp.consents c
+                 WHERE c.purpose = pu AND c.granted);
+    PERFORM set_config('role', 'cdp_test_analyst', true);
+    PERFORM set_config('cdp.purpose', pu, true);
+    analyst_sees := (SELECT coalesce(array_agg(v.profile_id ORDER BY v.profile_id), '{}') FROM cdp.profiles v);
+    PERFORM set_config('role', 'none', true);
+    RETURN NEXT;
+  END LOOP;
+  IF EXISTS (SELECT FROM cdp.profile_data p WHERE p.consent_until IS DISTINCT FROM cdp._consent_until(p.profile_id)) THEN
+    RAISE EXCEPTION 'consent_until out of step with cdp.consent_state for profiles %',
+      (SELECT array_agg(p.profile_id ORDER BY p.profile_id) FROM cdp.profile_data p
+        WHERE p.consent_until IS DISTINCT FROM cdp._consent_until(p.profile_id));
+  END IF;
+END $$;
+
 -- 8. Consent-aware reads.  Profile 1 (Ada): analytics granted, email withdrawn;
 -- profile 4 (web-7) and the rest: no analytics consent.
 SELECT profile_id, purpose FROM cdp.consents WHERE granted ORDER BY 1, 2;
+-- The decisions are also on the profile rows, each purpose at its slot:
+-- infinity is granted without expiry, a time granted until then (the
+-- expired personalization grant is kept, and counts as no grant when read).
+SELECT profile_id, array_length(consent_until, 1) AS slots,
+       (SELECT array_agg(CASE WHEN u IS NULL THEN NULL WHEN u = 'infinity' THEN 'granted'
+                              WHEN u > now() THEN 'until later' ELSE 'expired' END ORDER BY n)
+          FROM unnest(consent_until) WITH ORDINALITY AS x(u, n)) AS decisions
+  FROM cdp.profile_data ORDER BY profile_id;
+SELECT * FROM pg_temp.reads();
 -- As owner: everything, unmasked.
 SELECT profile_id, identifiers, traits FROM cdp.profiles ORDER BY profile_id;
 -- As an analyst without a purpose: nothing.
@@ -140,6 +187,22 @@ SET cdp.purpose = 'analytics';
 CREATE FUNCTION pg_temp.peek(bigint) RETURNS boolean LANGUAGE plpgsql COST 0.0001 AS $$
 BEGIN RAISE NOTICE 'saw profile %', $1; RETURN true; END $$;
 SELECT profile_id FROM cdp.profiles WHERE pg_temp.peek(profile_id);
+-- Nor when the planner hashes the consented profiles, as it does at scale:
+-- a function keeping what it is shown sees only profile 1 and 10 in every
+-- view.
+CREATE TEMP TABLE shown (view text, profile_id bigint);
+CREATE FUNCTION pg_temp.keep(text, bigint) RETURNS boolean LANGUAGE plpgsql COST 0.0001 AS $$
+BEGIN INSERT INTO pg_temp.shown VALUES ($1, $2); RETURN true; END $$;
+SET enable_nestloop = off;
+SET enable_mergejoin = off;
+SELECT count(*) AS events FROM cdp.events WHERE pg_temp.keep('events', profile_id);
+SELECT count(*) AS identifiers FROM cdp.profile_identifiers WHERE pg_temp.keep('profile_identifiers', profile_id);
+SELECT count(*) AS profiles FROM cdp.profiles WHERE pg_temp.keep('profiles', profile_id);
+RESET enable_nestloop;
+RESET enable_mergejoin;
+SELECT view, array_agg(DISTINCT profile_id ORDER BY profile_id) AS shown FROM pg_temp.shown GROUP BY 1 ORDER BY 1;
+DROP TABLE pg_temp.shown;
+DROP FUNCTION pg_temp.keep(text, bigint);
 RESET ROLE;
 -- An analyst who is also cdp_pii_reader sees personal data.
 SET ROLE cdp_test_pii;
@@ -167,7 +230,24 @@ SELECT count(*) AS after_withdrawal FROM cdp.profiles;
 SELECT count(*) AS events_after FROM cdp.events;
 RESET ROLE;
 RESET cdp.purpose;
+SELECT * FROM pg_temp.reads() WHERE purpose = 'analytics';
+
+-- 10. The decisions on the profile rows follow merges, splits and rebuilds.
+--     m1's email grants advertising, its cookie personalization; merged,
+--     the profile has both; the cookie forgotten, advertising only.
+SELECT cdp.record_consent('email:m1@example.com', 'advertising', true, recorded_at => '2026-01-01 00:00+00') > 0 AS granted;
+SELECT cdp.record_consent('anonymous_id:m1-web', 'personalization', true, recorded_at => '2026-01-02 00:00+00') > 0 AS granted;
+SELECT cdp.profile_of('email:m1@example.com') AS m1_email, cdp.profile_of('anonymous_id:m1-web') AS m1_web;
+SELECT * FROM pg_temp.reads() WHERE purpose IN ('advertising', 'personalization');
+SELECT cdp.identify('{email:m1@example.com,anonymous_id:m1-web}') AS merged_into;
+SELECT profile_id, merged_into, consent_until = '{}' AS nothing_on_row FROM cdp.profile_data
+ WHERE profile_id IN (11, 12) ORDER BY 1;
+SELECT * FROM pg_temp.reads() WHERE purpose IN ('advertising', 'personalization');
+SELECT cdp.forget_identifier('anonymous_id:m1-web')->'profiles_after' AS profiles_after;
+SELECT * FROM pg_temp.reads() WHERE purpose IN ('advertising', 'personalization');
+SELECT cdp.restitch() IS NOT NULL AS rebuilt;
+SELECT * FROM pg_temp.reads();
 
 DELETE FROM cdp.purposes WHERE purpose = 'basic_ads';   -- referenced: refused
-DROP FUNCTION pg_temp.peek(bigint);
+DROP FUNCTION pg_temp.peek(bigint), pg_temp.reads();
 DROP ROLE cdp_test_admin, cdp_test_writer, cdp_test_analyst, cdp_test_pii, cdp_test_nobody, cdp_test_bi;

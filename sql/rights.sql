@@ -41,6 +41,10 @@ SELECT c.relname, count(*) AS rows_mentioning_grace
  WHERE n.nspname = 'cdp' AND c.relkind IN ('r', 'p') AND q.n > 0
  GROUP BY c.relname ORDER BY 1;
 SELECT event_id, profile_id, event, identifiers FROM cdp.events ORDER BY event_id;
+-- No decision is left on a profile row (Grace's went with hers), none out of step.
+SELECT count(*) FILTER (WHERE consent_until <> '{}') AS rows_with_decisions,
+       count(*) FILTER (WHERE consent_until IS DISTINCT FROM cdp._consent_until(profile_id)) AS out_of_step
+  FROM cdp.profile_data;
 
 -- 3. Suppression: her identifiers stay out until cdp.unsuppress().
 SELECT cdp.identify('{email:Grace@Example.org}');

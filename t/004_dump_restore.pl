@@ -24,6 +24,8 @@ SELECT cdp.identify('{anonymous_id:c2,user_id:u1}');
 SELECT cdp.identify('{user_id:u2,anonymous_id:c1}');
 SELECT cdp.ingest('{"type": "identify", "userId": "u3", "traits": {"loyalty_id": "L-1"}, "messageId": "m-1"}');
 SELECT cdp.record_consent('user_id:u1', 'analytics', true, 'form', '{"form": "signup"}');
+INSERT INTO cdp.purposes (purpose, description, lawful_basis) VALUES ('loyalty', 'Loyalty programme', 'contract');
+SELECT cdp.record_consent('user_id:u2', 'loyalty', true, expires_at => now() + interval '1 year');
 INSERT INTO cdp.inbox (payload) VALUES ('{"type": "track", "event": "Later", "userId": "u9"}');
 });
 
@@ -35,6 +37,8 @@ SELECT concat_ws(' | ',
   (SELECT count(*) FROM cdp.identity_conflicts),
   (SELECT string_agg(purpose || granted, ';') FROM cdp.consent_ledger),
   (SELECT string_agg(purpose || granted, ';') FROM cdp.consents WHERE status <> 'missing'),
+  (SELECT string_agg(purpose || '=' || slot, ';' ORDER BY slot) FROM cdp.purposes),
+  (SELECT string_agg(profile_id || '=' || consent_until::text, ';' ORDER BY profile_id) FROM cdp.profile_data),
   (SELECT count(*) FROM cdp.message_ids),
   (SELECT count(*) FROM cdp.inbox),
   (SELECT string_agg(kind || priority, ';' ORDER BY kind) FROM cdp.identity_rules),
@@ -57,6 +61,9 @@ is($node->safe_psql('dst', q{SELECT (cdp.process_inbox()->>'accepted')::int}), '
 	'the restored inbox is processed');
 is($node->safe_psql('dst', q{SELECT cdp.restitch()->'rows_written'}), '0',
 	'a rebuild of the restored graph finds nothing to change');
+is($node->safe_psql('dst', q{
+	INSERT INTO cdp.purposes (purpose, description, lawful_basis) VALUES ('later', 'Added after the restore', 'contract')
+	RETURNING slot}), '6', 'a purpose added after the restore gets a slot of its own');
 
 $node->stop;
 done_testing();

@@ -70,6 +70,8 @@ is($node->safe_psql('fresh', q{
 	            AND (SELECT typtype = 'c' OR typelem <> 0 FROM pg_type WHERE oid = d.objid))}),
 	'', 'every table, view, function and type has COMMENT ON');
 
+$node->safe_psql('postgres', 'CREATE ROLE upgrade_analyst IN ROLE cdp_analyst');
+
 my @releases = sort map { m{cdp--([0-9.]+)\.sql$} ? $1 : () } glob("$ENV{TESTDIR}/src/sql/releases/cdp--*.sql");
 note(@releases ? "releases: @releases" : "no earlier release: nothing to update from yet");
 for my $v (@releases)
@@ -78,11 +80,44 @@ for my $v (@releases)
 	my $db = "from_" . ($v =~ s/\./_/gr);
 	$node->safe_psql('postgres', "CREATE DATABASE $db");
 	$node->safe_psql($db, "CREATE EXTENSION cdp VERSION '$v'");
+	# What an installation holds: decisions, a purpose of its own (added
+	# before a shipped one was changed, so it is not last on disk).
+	$node->safe_psql($db, q{
+		INSERT INTO cdp.purposes (purpose, description, lawful_basis) VALUES ('loyalty', 'Loyalty programme', 'contract');
+		UPDATE cdp.purposes SET retention = '12 months' WHERE purpose = 'analytics';
+		SELECT cdp.record_consent('email:up1@example.com', 'analytics', true);
+		SELECT cdp.record_consent('email:up1@example.com', 'loyalty', true, expires_at => now() + interval '1 day');
+		SELECT cdp.record_consent('email:up2@example.com', 'analytics', false);
+		SELECT cdp.record_consent('email:up3@example.com', 'loyalty', true);
+	});
 	$node->safe_psql($db, 'ALTER EXTENSION cdp UPDATE');
 	is($node->safe_psql($db, q{SELECT extversion FROM pg_extension WHERE extname = 'cdp'}), $current,
 		"$v updates to $current");
 	my $updated = $node->safe_psql($db, $describe);
 	is($updated, $fresh, "$v updated to $current has exactly the objects of a fresh install");
+
+	# The data carried over: purposes get the slots a fresh install gives,
+	# the decisions in force are on the profile rows, and an analyst reads
+	# exactly the profiles with consent.
+	is($node->safe_psql($db, q{SELECT string_agg(purpose || '=' || slot, ',' ORDER BY slot) FROM cdp.purposes}),
+		'analytics=1,personalization=2,email_marketing=3,advertising=4,loyalty=5',
+		"$v updated: the shipped purposes have their fresh-install slots, added ones follow");
+	is($node->safe_psql($db, q{
+		SELECT count(*) FROM cdp.profile_data WHERE consent_until IS DISTINCT FROM cdp._consent_until(profile_id)}),
+		'0', "$v updated: every profile row carries its decisions");
+	for my $purpose ('analytics', 'loyalty', 'advertising')
+	{
+		is($node->safe_psql($db, qq{
+			SET ROLE upgrade_analyst; SET cdp.purpose = '$purpose';
+			SELECT coalesce(string_agg(profile_id::text, ',' ORDER BY profile_id), '') FROM cdp.profiles}),
+			$node->safe_psql($db, qq{
+				SELECT coalesce(string_agg(profile_id::text, ',' ORDER BY profile_id), '') FROM cdp.consents
+				 WHERE purpose = '$purpose' AND granted}),
+			"$v updated: an analyst reading for $purpose sees the profiles with consent");
+	}
+	is($node->safe_psql($db, q{
+		INSERT INTO cdp.purposes (purpose, description, lawful_basis) VALUES ('later', 'Added after the update', 'contract')
+		RETURNING slot}), '6', "$v updated: a purpose added later gets the next slot");
 }
 
 $node->stop;

@@ -8,7 +8,8 @@ CREATE TABLE cdp.purposes (
                                                      'legal_obligation', 'vital_interests', 'public_task')),
   tcf_purposes integer[] NOT NULL DEFAULT '{}'
                CHECK (tcf_purposes <@ ARRAY[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]),
-  retention    interval CHECK (retention > interval '0')
+  retention    interval CHECK (retention > interval '0'),
+  slot         serial UNIQUE
 );
 COMMENT ON TABLE cdp.purposes IS
   'What customer data is used for, under which GDPR Art. 6 lawful basis, which IAB TCF v2.2 purposes it corresponds to, and how long events may be kept for it';
@@ -16,6 +17,24 @@ COMMENT ON COLUMN cdp.purposes.tcf_purposes IS
   'TCF purposes (1-11) that must all be allowed in a TC string for cdp.record_tcf() to record consent for this purpose; empty: not a TCF purpose';
 COMMENT ON COLUMN cdp.purposes.retention IS
   'How long events are kept for this purpose; events with no cdp.retention rule are kept as long as the longest purpose retention (NULL everywhere: forever)';
+COMMENT ON COLUMN cdp.purposes.slot IS
+  'Where the purpose''s decision is kept in cdp.profile_data.consent_until; assigned when the purpose is added (the shipped purposes have 1-4) and never changed';
+
+-- A purpose's slot indexes every profile's consent_until: changing it would
+-- hand one purpose's grants to another.
+CREATE FUNCTION cdp._purpose_slot_fixed() RETURNS trigger
+  LANGUAGE plpgsql
+  SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  RAISE EXCEPTION 'the slot of purpose "%" cannot change', OLD.purpose
+    USING ERRCODE = 'feature_not_supported',
+          DETAIL = 'Every profile keeps its decision for the purpose at that position of cdp.profile_data.consent_until.',
+          HINT = 'Leave slot out of UPDATE; a new purpose gets its slot when it is inserted.';
+END $$;
+COMMENT ON FUNCTION cdp._purpose_slot_fixed() IS 'Internal: refuses to change a purpose''s slot';
+CREATE TRIGGER purposes_slot_fixed BEFORE UPDATE OF slot ON cdp.purposes
+  FOR EACH ROW WHEN (OLD.slot IS DISTINCT FROM NEW.slot) EXECUTE FUNCTION cdp._purpose_slot_fixed();
 
 INSERT INTO cdp.purposes (purpose, description, lawful_basis, tcf_purposes, retention) VALUES
   ('analytics', 'Measure audiences and improve our services: statistics, product and content analytics',
@@ -79,6 +98,28 @@ CREATE INDEX consent_state_granted ON cdp.consent_state (purpose, profile_id) IN
 COMMENT ON TABLE cdp.consent_state IS
   'The latest decision per live profile and purpose across all of its identifiers (derived from the ledger). Storage: read cdp.consents.';
 
+-- The same decisions on the profile row, for consent-aware reads
+-- (src/sql/40_reads.sql): a per-row test instead of a join.  Element slot
+-- (cdp.purposes.slot) is until when the purpose is granted: 'infinity'
+-- without expiry, NULL (or past the end of the array, which ends at the
+-- last granted slot) when withdrawn or missing.  An expiry is kept as it
+-- is and compared with the time of the read, so an expired grant is no
+-- grant without anything rewriting the row.
+ALTER TABLE cdp.profile_data ADD COLUMN consent_until timestamptz[] NOT NULL DEFAULT '{}';
+COMMENT ON COLUMN cdp.profile_data.consent_until IS
+  'Per cdp.purposes.slot: until when the purpose is granted (infinity: no expiry; NULL: not granted); kept with cdp.consent_state by cdp._consent_refresh()';
+
+CREATE FUNCTION cdp._consent_until(profile_id bigint) RETURNS timestamptz[]
+  LANGUAGE sql STABLE
+  SET search_path = pg_catalog, pg_temp
+  RETURN (WITH g AS (SELECT pu.slot, coalesce(s.expires_at, 'infinity') AS until
+                       FROM cdp.consent_state s JOIN cdp.purposes pu ON pu.purpose = s.purpose
+                      WHERE s.profile_id = _consent_until.profile_id AND s.granted)
+          SELECT coalesce(array_agg(g.until ORDER BY k.slot), '{}')
+            FROM generate_series(1, (SELECT max(g.slot) FROM g)) AS k(slot) LEFT JOIN g ON g.slot = k.slot);
+COMMENT ON FUNCTION cdp._consent_until(bigint) IS
+  'Internal: the profile''s consent_until as cdp.consent_state has it: up to the last granted slot, ''{}'' when nothing is granted';
+
 CREATE FUNCTION cdp._consent_refresh(profiles bigint[]) RETURNS void
   LANGUAGE sql
   SET search_path = pg_catalog, pg_temp
@@ -90,9 +131,17 @@ BEGIN ATOMIC
     JOIN cdp.identity_data i ON i.identifier OPERATOR(cdp.=) l.subject
    WHERE i.profile_id = ANY (profiles)
    ORDER BY i.profile_id, l.purpose, l.recorded_at DESC, l.id DESC;
+  -- The profile rows: only those that have or had a grant can differ.
+  UPDATE cdp.profile_data p SET consent_until = u.until
+    FROM (SELECT q.profile_id, cdp._consent_until(q.profile_id) AS until
+            FROM cdp.profile_data q
+           WHERE q.profile_id = ANY (profiles)
+             AND (q.consent_until <> '{}'
+                  OR EXISTS (SELECT FROM cdp.consent_state s WHERE s.profile_id = q.profile_id AND s.granted))) u
+   WHERE p.profile_id = u.profile_id AND p.consent_until IS DISTINCT FROM u.until;
 END;
 COMMENT ON FUNCTION cdp._consent_refresh(bigint[]) IS
-  'Internal: recompute the decisions of these profiles from the ledger (after consent is recorded or identifiers move)';
+  'Internal: recompute the decisions of these profiles from the ledger (after consent is recorded or identifiers move), in cdp.consent_state and on the profile rows';
 
 CREATE FUNCTION cdp._check_purpose(purpose text) RETURNS void
   LANGUAGE plpgsql STABLE

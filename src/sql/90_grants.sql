@@ -24,7 +24,7 @@ GRANT EXECUTE ON FUNCTION
   cdp.tcf_decode(cdp.tcstring), cdp.tcf_purpose_consent(cdp.tcstring, integer),
   cdp.tcf_purpose_legitimate_interest(cdp.tcstring, integer), cdp.tcf_vendor_consent(cdp.tcstring, integer),
   cdp.tcf_vendor_legitimate_interest(cdp.tcstring, integer),
-  cdp._reader_sees_all(), cdp._reader_sees_pii(), cdp._reader_purpose(), cdp._pii_keys(),
+  cdp._reader_sees_all(), cdp._reader_sees_pii(), cdp._reader_purpose(), cdp._reader_slot(), cdp._pii_keys(),
   cdp._mask_identifier(cdp.identifier), cdp._mask_identifiers(cdp.identifier[]), cdp._mask_traits(jsonb, text[])
 TO cdp_admin, cdp_writer, cdp_analyst, cdp_pii_reader;
 
@@ -56,3 +56,4 @@ GRANT SELECT ON ALL TABLES IN SCHEMA cdp TO cdp_admin;
 GRANT INSERT, UPDATE, DELETE ON cdp.identity_rules, cdp.identifier_mappings, cdp.purposes, cdp.pii_keys,
   cdp.inbox, cdp.inbox_rejects TO cdp_admin;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA cdp TO cdp_admin;
+GRANT USAGE ON SEQUENCE cdp.purposes_slot_seq TO cdp_admin;   -- a new purpose's slot

@@ -23,6 +23,7 @@ SELECT pg_catalog.pg_extension_config_dump('cdp.identifier_mappings',
                        '{traits,phone}', '{context,device,advertisingId}', '{context,device,id}')$$);
 SELECT pg_catalog.pg_extension_config_dump('cdp.purposes',
   $$WHERE purpose NOT IN ('analytics', 'personalization', 'email_marketing', 'advertising')$$);
+SELECT pg_catalog.pg_extension_config_dump('cdp.purposes_slot_seq', '');
 
 SELECT pg_catalog.pg_extension_config_dump('cdp.event_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp.identity_conflicts_conflict_id_seq', '');

@@ -276,14 +276,15 @@ identifier_type_oid(void)
  * Every statement here reads or writes the rows of a batch's keys (arrays
  * joined with a table, or "= ANY"): the right plan is always a lookup per
  * key in an index, whose cost grows with the batch, not with the table.
- * The planner is told so, and plans each execution anew (a custom plan,
- * seeing the arrays' lengths).  Left to itself it chose hash joins over
- * whole-table scans: without statistics (a new month's event partition,
- * or any table before autovacuum has analysed it; a long ingestion outruns
- * autovacuum) it assumes 200 distinct values, so one profile id would
- * match 0.5 % of cdp.event_data, and a merge of a few profiles read every
- * event.  A generic plan, made once, kept such a choice while the table
- * grew.
+ * The planner is told so (sequential scans, hash and merge joins off while
+ * it plans), and the plan is generic, made once.  Left to choose, it took
+ * hash joins over whole-table scans: without statistics (a new month's
+ * event partition, or any table before autovacuum has analysed it; a long
+ * ingestion outruns autovacuum) it assumes 200 distinct values, so one
+ * profile id would match 0.5 % of cdp.event_data, and a merge of a few
+ * profiles read every event; the generic plan kept that choice while the
+ * table grew.  (Custom plans, made per execution, would see the arrays but
+ * copy them, megabytes per batch, into every plan.)
  */
 static void
 plan_for_keys(void)
@@ -316,14 +317,14 @@ store_exec(int slot, const char *sql, int nargs, const Oid *argtypes,
 		for (int i = 0; i < nargs; i++)
 			types[i] = argtypes[i] == IDENTIFIER_PLACEHOLDER ? ident :
 				argtypes[i] == IDENTIFIER_ARRAY_PLACEHOLDER ? identarr : argtypes[i];
-		plan = SPI_prepare_cursor(sql, nargs, types, CURSOR_OPT_CUSTOM_PLAN);
+		plan = SPI_prepare_cursor(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
 		if (plan == NULL)
 			elog(ERROR, "cdp: SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
 		if (SPI_keepplan(plan) != 0)
 			elog(ERROR, "cdp: SPI_keepplan failed");
 		plans[slot] = plan;
 	}
-	/* Planned here (custom plans): the settings hold for this statement only. */
+	/* Planned (or replanned) here: the settings hold for this statement only. */
 	guc_level = NewGUCNestLevel();
 	plan_for_keys();
 	rc = SPI_execute_plan(plans[slot], values, nulls, read_only, 0);

@@ -749,7 +749,10 @@ identity_process(IngestMessage *msgs, int n, IngestStats *stats)
 			nkeys += msgs[i].nids;
 		}
 	if (nparsed == 0)
+	{
+		stats->rejected += n;	/* none parsed: each has its error */
 		return;
+	}
 
 	keys = palloc(sizeof(char *) * Max(nkeys, 1));
 	nkeys = 0;

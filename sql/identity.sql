@@ -154,6 +154,10 @@ SELECT cdp.process_inbox() - 'new_profiles' - 'merges' - 'conflicts' AS the_rest
 SELECT count(*) AS waiting FROM cdp.inbox;
 SELECT inbox_id, error FROM cdp.inbox_rejects ORDER BY inbox_id;
 SELECT event, properties FROM cdp.events WHERE type = 'track' ORDER BY event_id;
+-- JSON nested deeper than the parser's stack allows is set aside like any bad line.
+INSERT INTO cdp.inbox (payload) VALUES (repeat('[', 100000) || repeat(']', 100000));
+SELECT cdp.process_inbox() - 'new_profiles' - 'merges' - 'conflicts' AS too_deep;
+SELECT error FROM cdp.inbox_rejects ORDER BY inbox_id DESC LIMIT 1;
 SELECT cdp.process_inbox(-1);
 
 -- 11. Split on forget: two cookies joined only by an email come apart, and

@@ -30,7 +30,7 @@ SELECT line FROM (
     FROM members m JOIN pg_proc p ON m.classid = 'pg_proc'::regclass AND p.oid = m.objid WHERE p.prokind <> 'a'
   UNION ALL
   SELECT 'column ' || a.attrelid::regclass || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
-         || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END || ' default ' || coalesce(pg_get_expr(ad.adbin, ad.adrelid), '')
+         || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END || ' storage ' || a.attstorage::text || ' default ' || coalesce(pg_get_expr(ad.adbin, ad.adrelid), '')
          || ' -- ' || coalesce(col_description(a.attrelid, a.attnum), '')
     FROM members m JOIN pg_attribute a ON m.classid = 'pg_class'::regclass AND a.attrelid = m.objid
     LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum

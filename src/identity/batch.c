@@ -17,14 +17,18 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/json.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
+#include "utils/typcache.h"
 
 #include "identity/graph.h"
 #include "identity/identity.h"
@@ -407,38 +411,112 @@ write_identifiers(Graph *g)
 	}
 }
 
+/*
+ * The events go in as one array of cdp.event_data rows, each with its own
+ * identifier array.  (Parallel arrays would carry the identifiers flat, to
+ * be sliced per event, and slicing an array of variable-length elements
+ * walks it from its start: quadratic in the batch.)
+ */
+typedef enum EventColumn
+{
+	EV_PROFILE_ID,
+	EV_EVENT_ID,
+	EV_OCCURRED_AT,
+	EV_TYPE,
+	EV_EVENT,
+	EV_PROPERTIES,
+	EV_IDENTIFIERS,
+	EV_RECEIVED_AT,
+	EV_SOURCE,
+	EV_MESSAGE_ID,
+	EV_NCOLUMNS
+} EventColumn;
+
+static const char *const event_columns[EV_NCOLUMNS] = {
+	"profile_id", "event_id", "occurred_at", "type", "event", "properties",
+	"identifiers", "received_at", "source", "message_id"
+};
+
+typedef struct EventRows
+{
+	Oid			rowtype;
+	TupleDesc	desc;
+	int			attno[EV_NCOLUMNS];	/* 0-based position in the row type */
+	Datum	   *values;
+	bool	   *nulls;
+	ArrayBuild	rows;
+} EventRows;
+
+static void
+event_rows_init(EventRows *er)
+{
+	Oid			rel = get_relname_relid("event_data", get_namespace_oid("cdp", false));
+
+	er->rowtype = get_rel_type_id(rel);
+	if (!OidIsValid(er->rowtype))
+		elog(ERROR, "cdp: table cdp.event_data has no row type");
+	er->desc = lookup_rowtype_tupdesc_copy(er->rowtype, -1);
+	er->values = palloc(sizeof(Datum) * er->desc->natts);
+	er->nulls = palloc(sizeof(bool) * er->desc->natts);
+	for (int c = 0; c < EV_NCOLUMNS; c++)
+	{
+		er->attno[c] = -1;
+		for (int a = 0; a < er->desc->natts; a++)
+			if (!TupleDescAttr(er->desc, a)->attisdropped &&
+				strcmp(NameStr(TupleDescAttr(er->desc, a)->attname), event_columns[c]) == 0)
+				er->attno[c] = a;
+		if (er->attno[c] < 0)
+			elog(ERROR, "cdp: table cdp.event_data has no column \"%s\"", event_columns[c]);
+	}
+	ab_init(&er->rows, er->rowtype);
+}
+
+static void
+event_rows_add(EventRows *er, const IngestMessage *m, Oid identifier_type)
+{
+	ArrayBuild	ids;
+	HeapTuple	row;
+
+#define SET(col, datum, isnull) \
+	(er->values[er->attno[col]] = (datum), er->nulls[er->attno[col]] = (isnull))
+
+	for (int a = 0; a < er->desc->natts; a++)
+		er->nulls[a] = true;
+	ab_init(&ids, identifier_type);
+	for (int j = 0; j < m->nids; j++)
+		ab_add_text(&ids, m->ids[j]);
+	SET(EV_PROFILE_ID, Int64GetDatum(m->profile_id), false);
+	SET(EV_EVENT_ID, Int64GetDatum(m->event_id), false);
+	SET(EV_OCCURRED_AT, TimestampTzGetDatum(m->occurred_at), false);
+	SET(EV_TYPE, CStringGetTextDatum(m->type), false);
+	SET(EV_EVENT, m->event ? CStringGetTextDatum(m->event) : (Datum) 0, m->event == NULL);
+	SET(EV_PROPERTIES, JsonbPGetDatum(m->properties), false);
+	SET(EV_IDENTIFIERS, ab_result(&ids), false);
+	SET(EV_RECEIVED_AT, TimestampTzGetDatum(m->received_at), false);
+	SET(EV_SOURCE, m->source ? CStringGetTextDatum(m->source) : (Datum) 0, m->source == NULL);
+	SET(EV_MESSAGE_ID, m->message_id ? CStringGetTextDatum(m->message_id) : (Datum) 0, m->message_id == NULL);
+#undef SET
+	row = heap_form_tuple(er->desc, er->values, er->nulls);
+	ab_add(&er->rows, HeapTupleGetDatum(row), false);
+}
+
 static void
 write_events_and_traits(Graph *g, IngestMessage *msgs, int n)
 {
+	Oid			identifier_type = identifier_type_oid();
+	EventRows	er;
 	ArrayBuild	pid,
 				eid,
-				occurred,
-				type,
-				event,
-				props,
-				flat,
-				off,
-				cnt,
-				received,
-				source,
-				msgid;
+				occurred;
 	ArrayBuild	tp,
 				tt,
 				to,
 				te;
 
+	event_rows_init(&er);
 	ab_init(&pid, INT8OID);
 	ab_init(&eid, INT8OID);
 	ab_init(&occurred, TIMESTAMPTZOID);
-	ab_init(&type, TEXTOID);
-	ab_init(&event, TEXTOID);
-	ab_init(&props, JSONBOID);
-	ab_init(&flat, identifier_type_oid());
-	ab_init(&off, INT4OID);
-	ab_init(&cnt, INT4OID);
-	ab_init(&received, TIMESTAMPTZOID);
-	ab_init(&source, TEXTOID);
-	ab_init(&msgid, TEXTOID);
 	ab_init(&tp, INT8OID);
 	ab_init(&tt, JSONBOID);
 	ab_init(&to, TIMESTAMPTZOID);
@@ -451,19 +529,10 @@ write_events_and_traits(Graph *g, IngestMessage *msgs, int n)
 		if (!accepted(m) || m->profile_id == 0)
 			continue;
 		m->profile_id = graph_resolve(g, m->profile_id);
+		event_rows_add(&er, m, identifier_type);
 		ab_add(&pid, Int64GetDatum(m->profile_id), false);
 		ab_add(&eid, Int64GetDatum(m->event_id), false);
 		ab_add(&occurred, TimestampTzGetDatum(m->occurred_at), false);
-		ab_add_text(&type, m->type);
-		ab_add_text(&event, m->event);
-		ab_add(&props, JsonbPGetDatum(m->properties), false);
-		ab_add(&off, Int32GetDatum(flat.n + 1), false);
-		ab_add(&cnt, Int32GetDatum(m->nids), false);
-		for (int j = 0; j < m->nids; j++)
-			ab_add_text(&flat, m->ids[j]);
-		ab_add(&received, TimestampTzGetDatum(m->received_at), false);
-		ab_add_text(&source, m->source);
-		ab_add_text(&msgid, m->message_id);
 		if (m->traits != NULL)
 		{
 			ab_add(&tp, Int64GetDatum(m->profile_id), false);
@@ -476,21 +545,16 @@ write_events_and_traits(Graph *g, IngestMessage *msgs, int n)
 		return;
 
 	{
-		Oid			types[12] = {INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
-			JSONBARRAYOID, IDENTIFIER_ARRAY_PLACEHOLDER, INT4ARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID,
-		TEXTARRAYOID, TEXTARRAYOID};
-		Datum		args[12] = {ab_result(&pid), ab_result(&eid), ab_result(&occurred), ab_result(&type),
-			ab_result(&event), ab_result(&props), ab_result(&flat), ab_result(&off), ab_result(&cnt),
-		ab_result(&received), ab_result(&source), ab_result(&msgid)};
+		Oid			type = get_array_type(er.rowtype);
+		Datum		arg = ab_result(&er.rows);
 
 		store_exec(PLAN_INSERT_EVENTS,
 				   "INSERT INTO cdp.event_data (profile_id, event_id, occurred_at, type, event, properties, "
 				   "identifiers, received_at, source, message_id) "
-				   "SELECT u.p, u.e, u.o, u.t, u.ev, u.pr, $7[u.off : u.off + u.n - 1], u.r, u.s, u.m "
-				   "FROM unnest($1, $2, $3, $4, $5, $6, $8, $9, $10, $11, $12) "
-				   "AS u(p, e, o, t, ev, pr, off, n, r, s, m)",
-				   12, types, args, NULL, false);
-		identity_journal("events", args[0], args[1], args[2]);
+				   "SELECT u.profile_id, u.event_id, u.occurred_at, u.type, u.event, u.properties, "
+				   "u.identifiers, u.received_at, u.source, u.message_id FROM unnest($1) AS u",
+				   1, &type, &arg, NULL, false);
+		identity_journal("events", ab_result(&pid), ab_result(&eid), ab_result(&occurred));
 	}
 	if (tp.n > 0)
 	{
@@ -685,7 +749,10 @@ identity_process(IngestMessage *msgs, int n, IngestStats *stats)
 			nkeys += msgs[i].nids;
 		}
 	if (nparsed == 0)
+	{
+		stats->rejected += n;	/* none parsed: each has its error */
 		return;
+	}
 
 	keys = palloc(sizeof(char *) * Max(nkeys, 1));
 	nkeys = 0;

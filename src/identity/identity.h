@@ -79,6 +79,7 @@ extern void identity_journal(const char *kind, Datum profile_ids, Datum event_id
 /* message.c */
 extern void message_from_jsonb(IngestMessage *m, Jsonb *payload, List *mappings,
 							   const char *default_source);
+extern void message_keep(IngestMessage *m);
 extern List *mappings_load(void);
 extern void message_add_identifier(IngestMessage *m, const char *kind, const char *raw, int len);
 

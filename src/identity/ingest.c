@@ -16,11 +16,9 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
-#include "common/jsonapi.h"
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
-#include "mb/pg_wchar.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
@@ -218,6 +216,7 @@ cdp_ingest(PG_FUNCTION_ARGS)
 	List	   *mappings;
 	bool		first = true;
 	MemoryContext outer = CurrentMemoryContext;
+	MemoryContext scratch;
 
 	SPI_connect();
 	mappings = mappings_load();
@@ -235,18 +234,25 @@ cdp_ingest(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("\"batch\" must be a JSON array of messages")));
 		msgs = palloc(sizeof(IngestMessage) * cap);
+		scratch = AllocSetContextCreate(CurrentMemoryContext, "cdp message", ALLOCSET_DEFAULT_SIZES);
 		it = JsonbIteratorInit(batch.val.binary.data);
 		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 		{
+			MemoryContext old;
+
 			if (tok != WJB_ELEM)
 				continue;
 			if (n == cap)
 				msgs = repalloc(msgs, sizeof(IngestMessage) * (cap *= 2));
 			init_message(&msgs[n], n);
+			old = MemoryContextSwitchTo(scratch);
 			if (v.type == jbvBinary)
 				message_from_jsonb(&msgs[n], JsonbValueToJsonb(&v), mappings, NULL);
 			else
 				msgs[n].error = pstrdup("message is not a JSON object");
+			MemoryContextSwitchTo(old);
+			message_keep(&msgs[n]);
+			MemoryContextReset(scratch);
 			n++;
 		}
 	}
@@ -281,26 +287,20 @@ cdp_ingest(PG_FUNCTION_ARGS)
 }
 
 /*
- * Parse JSON text without raising: syntax errors come back as a sentence.
- * The lexer validates escapes too (\u0000 is refused like jsonb does), so
- * jsonb_in can only fail afterwards on resource limits such as a number out
- * of numeric's range, which is caught here.
+ * Parse JSON text without raising for bad input: the error comes back as a
+ * sentence.  jsonb_in parses in one pass; what it raises for the text
+ * (syntax, a \u0000 escape: the detail names the problem; a number out of
+ * numeric's range, nesting too deep) is caught here.  It allocates nothing
+ * but memory and holds no lock or buffer, so its errors can be caught
+ * without a subtransaction; anything that is not about the input (an
+ * interrupt, out of memory) is raised again.
  */
 static Jsonb *
 parse_json_text(char *text, char **error)
 {
-	JsonLexContext *lex;
-	JsonParseErrorType rc;
 	MemoryContext cxt = CurrentMemoryContext;
 	Jsonb	   *volatile result = NULL;
 
-	lex = makeJsonLexContextCstringLen(text, strlen(text), GetDatabaseEncoding(), true);
-	rc = pg_parse_json(lex, &nullSemAction);
-	if (rc != JSON_SUCCESS)
-	{
-		*error = psprintf("invalid JSON: %s", json_errdetail(rc, lex));
-		return NULL;
-	}
 	PG_TRY();
 	{
 		result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
@@ -308,11 +308,16 @@ parse_json_text(char *text, char **error)
 	PG_CATCH();
 	{
 		ErrorData  *edata;
+		int			category = ERRCODE_TO_CATEGORY(geterrcode());
 
+		if (category != ERRCODE_DATA_EXCEPTION && category != ERRCODE_PROGRAM_LIMIT_EXCEEDED)
+			PG_RE_THROW();
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
-		*error = psprintf("invalid JSON: %s", edata->message);
+		*error = psprintf("invalid JSON: %s",
+						  edata->detail != NULL && edata->sqlerrcode != ERRCODE_PROGRAM_LIMIT_EXCEEDED
+						  ? edata->detail : edata->message);
 	}
 	PG_END_TRY();
 	return result;
@@ -329,6 +334,7 @@ cdp_process_inbox(PG_FUNCTION_ARGS)
 	IngestStats stats = {0};
 	StringInfoData buf;
 	MemoryContext chunkcxt;
+	MemoryContext scratch;
 	MemoryContext outer = CurrentMemoryContext;
 	List	   *mappings;
 
@@ -339,6 +345,7 @@ cdp_process_inbox(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	chunkcxt = AllocSetContextCreate(outer, "cdp inbox chunk", ALLOCSET_DEFAULT_SIZES);
+	scratch = AllocSetContextCreate(outer, "cdp message", ALLOCSET_DEFAULT_SIZES);
 	{
 		MemoryContext old = MemoryContextSwitchTo(outer);
 
@@ -391,17 +398,20 @@ cdp_process_inbox(PG_FUNCTION_ARGS)
 			bool		isnull;
 			char	   *error = NULL;
 			Jsonb	   *j;
-			char	   *source = SPI_getvalue(tup, desc, 3);
 
 			init_message(&msgs[i], i);
 			msgs[i].inbox_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 			last_id = Max(last_id, msgs[i].inbox_id);
 			msgs[i].received_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull));
+			MemoryContextSwitchTo(scratch);
 			j = parse_json_text(SPI_getvalue(tup, desc, 2), &error);
 			if (j == NULL)
 				msgs[i].error = error;
 			else
-				message_from_jsonb(&msgs[i], j, mappings, source);
+				message_from_jsonb(&msgs[i], j, mappings, SPI_getvalue(tup, desc, 3));
+			MemoryContextSwitchTo(chunkcxt);
+			message_keep(&msgs[i]);
+			MemoryContextReset(scratch);
 		}
 		SPI_freetuptable(SPI_tuptable);
 

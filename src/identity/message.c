@@ -423,3 +423,59 @@ message_from_jsonb(IngestMessage *m, Jsonb *payload, List *mappings, const char 
 		m->error = m->invalid ? describe_invalid(m->invalid)
 			: pstrdup("message has no identifier (userId, anonymousId or another mapped in cdp.identifier_mappings)");
 }
+
+static char *
+keep_string(const char *s)
+{
+	return s ? pstrdup(s) : NULL;
+}
+
+static Jsonb *
+keep_jsonb(const Jsonb *j)
+{
+	Jsonb	   *copy;
+
+	if (j == NULL)
+		return NULL;
+	copy = palloc(VARSIZE(j));
+	memcpy(copy, j, VARSIZE(j));
+	return copy;
+}
+
+/*
+ * Copy what message_from_jsonb() filled in into CurrentMemoryContext.
+ * Parsing and normalising leave many times more garbage than they keep:
+ * callers reading many messages parse each in a scratch context, keep the
+ * message, and reset the scratch context (rather than letting a batch's
+ * garbage grow until the batch is done).
+ */
+void
+message_keep(IngestMessage *m)
+{
+	ListCell   *lc;
+	List	   *invalid = NIL;
+	const char **ids = m->nids > 0 ? palloc(sizeof(char *) * m->nids) : NULL;
+	Jsonb	   *properties = keep_jsonb(m->properties);
+
+	m->traits = m->traits == m->properties ? properties : keep_jsonb(m->traits);
+	m->properties = properties;
+	for (int i = 0; i < m->nids; i++)
+		ids[i] = pstrdup(m->ids[i]);
+	m->ids = ids;
+	foreach(lc, m->invalid)
+	{
+		InvalidIdentifier *from = lfirst(lc);
+		InvalidIdentifier *to = palloc(sizeof(InvalidIdentifier));
+
+		to->kind = pstrdup(from->kind);
+		to->raw = pstrdup(from->raw);
+		to->why = pstrdup(from->why);
+		invalid = lappend(invalid, to);
+	}
+	m->invalid = invalid;
+	m->type = keep_string(m->type);
+	m->event = keep_string(m->event);
+	m->source = keep_string(m->source);
+	m->message_id = keep_string(m->message_id);
+	m->error = keep_string(m->error);
+}

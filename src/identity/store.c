@@ -32,12 +32,14 @@
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
 #include "executor/spi.h"
+#include "nodes/parsenodes.h"
 #include "lib/stringinfo.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/lock.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/syscache.h"
@@ -267,12 +269,39 @@ identifier_type_oid(void)
 	return typ;
 }
 
-/* Execute a cached plan; argtypes may name cdp.identifier as IDENTIFIEROID_PLACEHOLDER. */
+/*
+ * Execute a cached plan; argtypes may name cdp.identifier as
+ * IDENTIFIER_PLACEHOLDER.
+ *
+ * Every statement here reads or writes the rows of a batch's keys (arrays
+ * joined with a table, or "= ANY"): the right plan is always a lookup per
+ * key in an index, whose cost grows with the batch, not with the table.
+ * The planner is told so (sequential scans, hash and merge joins off while
+ * it plans), and the plan is generic, made once.  Left to choose, it took
+ * hash joins over whole-table scans: without statistics (a new month's
+ * event partition, or any table before autovacuum has analysed it; a long
+ * ingestion outruns autovacuum) it assumes 200 distinct values, so one
+ * profile id would match 0.5 % of cdp.event_data, and a merge of a few
+ * profiles read every event; the generic plan kept that choice while the
+ * table grew.  (Custom plans, made per execution, would see the arrays but
+ * copy them, megabytes per batch, into every plan.)
+ */
+static void
+plan_for_keys(void)
+{
+	static const char *const off[] = {"enable_seqscan", "enable_hashjoin", "enable_mergejoin"};
+
+	for (int i = 0; i < lengthof(off); i++)
+		(void) set_config_option(off[i], "off", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+}
+
 int
 store_exec(int slot, const char *sql, int nargs, const Oid *argtypes,
 		   Datum *values, const char *nulls, bool read_only)
 {
 	int			rc;
+	int			guc_level;
 
 	/* Callers are done with the previous result: do not let them pile up. */
 	if (SPI_tuptable != NULL)
@@ -288,14 +317,18 @@ store_exec(int slot, const char *sql, int nargs, const Oid *argtypes,
 		for (int i = 0; i < nargs; i++)
 			types[i] = argtypes[i] == IDENTIFIER_PLACEHOLDER ? ident :
 				argtypes[i] == IDENTIFIER_ARRAY_PLACEHOLDER ? identarr : argtypes[i];
-		plan = SPI_prepare(sql, nargs, types);
+		plan = SPI_prepare_cursor(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
 		if (plan == NULL)
 			elog(ERROR, "cdp: SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
 		if (SPI_keepplan(plan) != 0)
 			elog(ERROR, "cdp: SPI_keepplan failed");
 		plans[slot] = plan;
 	}
+	/* Planned (or replanned) here: the settings hold for this statement only. */
+	guc_level = NewGUCNestLevel();
+	plan_for_keys();
 	rc = SPI_execute_plan(plans[slot], values, nulls, read_only, 0);
+	AtEOXact_GUC(true, guc_level);
 	if (rc < 0)
 		elog(ERROR, "cdp: executing \"%s\" failed: %s", sql, SPI_result_code_string(rc));
 	return rc;

@@ -45,6 +45,11 @@ cmp_cstring(const void *a, const void *b)
 	return strcmp(*(const char *const *) a, *(const char *const *) b);
 }
 
+/*
+ * Usually nothing is suppressed: one probe says so, and no identifier is
+ * hashed.  Otherwise each identifier is hashed once and the hashes are
+ * looked up together.
+ */
 void
 identity_drop_suppressed(IngestMessage *msgs, int n)
 {
@@ -52,15 +57,31 @@ identity_drop_suppressed(IngestMessage *msgs, int n)
 	Oid			type = TEXTARRAYOID;
 	Datum		arg;
 	char	  **found;
+	char	  **hex;
 	int			nfound;
+	int			k = 0;
 
+	store_exec(PLAN_ANY_SUPPRESSED, "SELECT FROM cdp.suppressed_identifiers LIMIT 1",
+			   0, NULL, NULL, NULL, false);
+	if (SPI_processed == 0)
+		return;
+
+	for (int i = 0; i < n; i++)
+		if (msgs[i].error == NULL)
+			k += msgs[i].nids;
+	if (k == 0)
+		return;
+	hex = palloc(sizeof(char *) * k);
+	k = 0;
 	ab_init(&hashes, TEXTOID);
 	for (int i = 0; i < n; i++)
 		if (msgs[i].error == NULL)
 			for (int j = 0; j < msgs[i].nids; j++)
-				ab_add_text(&hashes, identifier_sha256(msgs[i].ids[j]));
-	if (hashes.n == 0)
-		return;
+			{
+				hex[k] = identifier_sha256(msgs[i].ids[j]);
+				ab_add_text(&hashes, hex[k++]);
+			}
+	k = 0;
 	arg = ab_result(&hashes);
 	store_exec(PLAN_SUPPRESSED,
 			   "SELECT identifier_hash FROM cdp.suppressed_identifiers WHERE identifier_hash = ANY ($1)",
@@ -73,6 +94,7 @@ identity_drop_suppressed(IngestMessage *msgs, int n)
 		found[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
 	qsort(found, nfound, sizeof(char *), cmp_cstring);
 
+	/* hex[] follows the identifiers in the order they were hashed */
 	for (int i = 0; i < n; i++)
 	{
 		IngestMessage *m = &msgs[i];
@@ -82,9 +104,7 @@ identity_drop_suppressed(IngestMessage *msgs, int n)
 			continue;
 		for (int j = 0; j < m->nids; j++)
 		{
-			char	   *h = identifier_sha256(m->ids[j]);
-
-			if (bsearch(&h, found, nfound, sizeof(char *), cmp_cstring) != NULL)
+			if (bsearch(&hex[k++], found, nfound, sizeof(char *), cmp_cstring) != NULL)
 				m->nsuppressed++;
 			else
 				m->ids[kept++] = m->ids[j];

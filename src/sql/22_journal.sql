@@ -22,6 +22,10 @@ CREATE TABLE cdp.journal (
   CHECK (event_ids IS NULL OR cardinality(event_ids) = cardinality(profile_ids)),
   CHECK (occurred_ats IS NULL OR cardinality(occurred_ats) = cardinality(event_ids))
 );
+-- A row's arrays hold a batch's ids and timestamps (tens of kilobytes), which
+-- compression was tried on every row and saved next to nothing: stored as they are.
+ALTER TABLE cdp.journal ALTER COLUMN profile_ids SET STORAGE EXTERNAL,
+  ALTER COLUMN event_ids SET STORAGE EXTERNAL, ALTER COLUMN occurred_ats SET STORAGE EXTERNAL;
 COMMENT ON TABLE cdp.journal IS
   'Change journal: profiles whose events, identifiers or consent changed (or that were erased), waiting for the audience pass; each row is deleted by the pass that handled it';
 COMMENT ON COLUMN cdp.journal.occurred_ats IS

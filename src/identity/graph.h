@@ -129,6 +129,9 @@ typedef struct Graph
 	const char *probe;			/* the key being looked up there */
 	int			probelen;
 	struct graph_profiles_hash *profiles;	/* id -> GraphProfile */
+	bool		lazy_profiles;	/* index new profiles on the next lookup */
+	int64		nindexed;		/* profile_list entries in profiles */
+	int64		max_profile_id;
 	GraphIdent **ident_list;	/* every identifier, in the order interned */
 	int64		nidents;
 	int64		maxidents;

@@ -283,10 +283,6 @@ replay(Replay *r)
 		GraphMessage m;
 		const char *reject;
 
-		/* the profile a message a little ahead would create */
-		if (i + 16 < r->nevents)
-			graph_prefetch_profile_slot(r->g, r->events[i + 16].event_id);
-
 		m.event_id = e->event_id;
 		m.occurred_at = e->occurred_at;
 		m.received_at = e->u.received_at;
@@ -322,6 +318,7 @@ replay_create(IdentityRules *rules, int64 idents, int64 profiles, int64 events, 
 	Replay	   *r = palloc0(sizeof(Replay));
 
 	r->g = graph_create(rules, (long) Min(idents, 100000000), (long) Min(profiles, 100000000));
+	r->g->lazy_profiles = true; /* events come in id order: new profiles too */
 	r->full = full;
 	r->cap = Min(Max(events, 1024), 1000000000);
 	r->events = bigmem_alloc(r->g->mem, r->cap * sizeof(ReplayEvent));

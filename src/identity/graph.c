@@ -335,6 +335,7 @@ append_profile(Graph *g, int64 id, TimestampTz created_at, TimestampTz updated_a
 										 n * sizeof(GraphProfile *));
 		g->maxprofiles = n;
 	}
+	p->seq = (uint32) g->nprofiles;
 	g->profile_list[g->nprofiles++] = p;
 	g->max_profile_id = Max(g->max_profile_id, id);
 	return p;
@@ -540,6 +541,7 @@ graph_intern_hashed(Graph *g, const char *key, int len, uint32 hash)
 										   n * sizeof(GraphIdent *));
 			g->maxidents = n;
 		}
+		id->seq = (uint32) g->nidents;
 		g->ident_list[g->nidents++] = id;
 	}
 	return e->ident;

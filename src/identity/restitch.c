@@ -332,6 +332,26 @@ cmp_event(const void *a, const void *b)
 }
 
 /*
+ * Put id next in g->ident_list, unless it is there already.  The replay
+ * lists every identifier in the order the events, by id, first carry it:
+ * the order does not depend on where the events are stored, and it is the
+ * order restitch writes identity_data in (and close to the one ingestion
+ * does), so that rewrite.c compares the stored rows in one pass.  Interning
+ * listed them in the order read; the list is rewritten in place ahead of
+ * that order.  GraphIdent.stored marks the listed ones meanwhile (it means
+ * "has a row" only once rewrite.c sets it).
+ */
+static inline void
+list_in_event_order(Graph *g, GraphIdent *id, int64 *n)
+{
+	if (id->stored)
+		return;
+	id->stored = true;
+	id->seq = (uint32) *n;
+	g->ident_list[(*n)++] = id;
+}
+
+/*
  * Read the events of the scope (all, when full), order them by event id in
  * memory -- cheaper than asking the executor to sort rows with arrays --
  * and replay them.
@@ -339,6 +359,8 @@ cmp_event(const void *a, const void *b)
 static void
 replay(Replay *r)
 {
+	int64		nlisted = 0;
+
 	if (r->full)
 		scan_storage("event_data", lengthof(event_columns), event_columns, scan_event, r);
 	else
@@ -366,8 +388,12 @@ replay(Replay *r)
 		m.nids = e->nids;
 		m.ids = NULL;
 		m.idents = e->ids;
+		for (int j = 0; j < e->nids; j++)
+			list_in_event_order(r->g, e->ids[j], &nlisted);
 		e->u.new_profile = graph_apply(r->g, &m, &reject);
 	}
+	if (nlisted != r->g->nidents)
+		elog(ERROR, "cdp: replay listed " INT64_FORMAT " of " INT64_FORMAT " identifiers", nlisted, r->g->nidents);
 }
 
 static int

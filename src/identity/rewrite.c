@@ -58,31 +58,63 @@ str_equal_bytes(const char *a, const char *b, int len)
 
 /*
  * The stored rows of identity_data and profile_data usually come in the
- * order of the graph's lists (g->ident_list: the order the replay met the
- * identifiers, which is the order a restitch writes them and close to the
- * first-seen order ingestion appends them in; g->profile_list: creation
- * order, which is profile id order).  Each row is therefore first compared
- * with the entries just after the last one matched -- a sequential pass
- * over memory -- and only rows not found there are looked up in the hash
- * table, a batch at a time with their memory fetched ahead.  Any order
- * gives the same result; the graph's order is just cheaper.
+ * order of the graph's lists, or in long runs of it (g->ident_list: the
+ * order events, by id, first carry the identifiers, which is the order a
+ * restitch writes them and close to the one ingestion appends them in;
+ * g->profile_list: creation order, which is profile id order).  Each row is
+ * therefore first compared with the entries just after the last one
+ * matched -- a sequential pass over memory.  A row not there is looked up
+ * in the hash table: at once when the previous row matched (it starts
+ * another run, or it is a single row out of place: the next row is
+ * compared at both places), otherwise a batch at a time with their memory
+ * fetched ahead (the cursor moves after the batch).  Any order gives the
+ * same result; the graph's order is just cheaper.
  */
 #define DIFF_BATCH 64
-#define CURSOR_AHEAD 2			/* entries compared past the cursor */
-#define CURSOR_RESYNC 64		/* a row looked up within this many: follow */
 
-/* After a lookup found p: when p is a little past the cursor, continue after it. */
-static void
-cursor_follow(void *const *list, int64 n, int64 *next, const void *p)
+typedef struct DiffCursor
 {
-	int64		end = Min(n, *next + CURSOR_RESYNC);
+	int64		next;			/* list position expected next */
+	int64		alt;			/* or this one (-1: none) */
+	bool		in_order;		/* the last row was found there (or none yet) */
+} DiffCursor;
 
-	for (int64 j = *next; j < end; j++)
-		if (list[j] == p)
-		{
-			*next = j + 1;
-			return;
-		}
+static void
+cursor_init(DiffCursor *c)
+{
+	c->next = 0;
+	c->alt = -1;
+	c->in_order = true;
+}
+
+/* The k-th list position to compare the next row with, or -1. */
+#define CURSOR_CANDIDATES 4
+static inline int64
+cursor_candidate(const DiffCursor *c, int k, int64 n)
+{
+	int64		pos = k < 2 ? c->next + k : (c->alt < 0 ? -1 : c->alt + k - 2);
+
+	return pos < n ? pos : -1;
+}
+
+/* The row was the entry at pos. */
+static inline void
+cursor_matched(DiffCursor *c, int64 pos)
+{
+	c->next = pos + 1;
+	c->alt = -1;
+	c->in_order = true;
+}
+
+/* A lookup found the row's entry at list position seq: continue after it, or where we were. */
+static inline void
+cursor_jump(DiffCursor *c, void *const *list, int64 n, uint32 seq, const void *entry)
+{
+	if (seq < n && list[seq] == entry)
+	{
+		c->alt = c->next;
+		c->next = (int64) seq + 1;
+	}
 }
 
 /* identity_data: stored rows are compared with the replayed identifiers. */
@@ -103,7 +135,7 @@ typedef struct IdentDiff
 	ArrayBuild	del;
 	Diff	   *d;
 	Graph	   *g;
-	int64		next;			/* g->ident_list position expected next */
+	DiffCursor	cur;			/* in g->ident_list */
 	int			n;				/* rows waiting for a lookup */
 	StoredIdent rows[DIFF_BATCH];
 	StringInfoData bytes;		/* their keys and sources */
@@ -150,9 +182,10 @@ diff_identifier_batch(IdentDiff *idd)
 
 		diff_identifier(idd, id, row, key, row->source < 0 ? NULL : idd->bytes.data + row->source);
 		if (id != NULL)
-			cursor_follow((void *const *) g->ident_list, g->nidents, &idd->next, id);
+			cursor_jump(&idd->cur, (void *const *) g->ident_list, g->nidents, id->seq, id);
 	}
 	idd->n = 0;
+	idd->cur.in_order = true;
 	resetStringInfo(&idd->bytes);
 }
 
@@ -162,13 +195,17 @@ ident_at_cursor(IdentDiff *idd, const char *key, int len)
 {
 	Graph	   *g = idd->g;
 
-	for (int64 j = idd->next; j < Min(g->nidents, idd->next + CURSOR_AHEAD); j++)
+	for (int k = 0; k < CURSOR_CANDIDATES; k++)
 	{
-		GraphIdent *id = g->ident_list[j];
+		int64		j = cursor_candidate(&idd->cur, k, g->nidents);
+		GraphIdent *id;
 
+		if (j < 0)
+			continue;
+		id = g->ident_list[j];
 		if (id->keylen == len && memcmp(id->key, key, len) == 0)
 		{
-			idd->next = j + 1;
+			cursor_matched(&idd->cur, j);
 			return id;
 		}
 	}
@@ -198,10 +235,20 @@ add_stored_identifier(IdentDiff *idd, Datum *v, bool *isnull)
 		diff_identifier(idd, id, &row, key, source);
 		return;
 	}
-
-	/* Not where expected: copy it out of the page and look it up with the next batch. */
-	row.key = idd->bytes.len;
 	row.hash = graph_key_hash(key, row.keylen);
+	if (idd->cur.in_order)
+	{
+		/* the first row out of order: look it up now, continue from there */
+		idd->cur.in_order = false;
+		id = graph_lookup_hashed(idd->g, key, row.keylen, row.hash);
+		diff_identifier(idd, id, &row, key, source);
+		if (id != NULL)
+			cursor_jump(&idd->cur, (void *const *) idd->g->ident_list, idd->g->nidents, id->seq, id);
+		return;
+	}
+
+	/* Copy it out of the page and look it up with the next batch. */
+	row.key = idd->bytes.len;
 	appendBinaryStringInfo(&idd->bytes, key, row.keylen);
 	row.source = -1;
 	if (source != NULL)
@@ -255,6 +302,7 @@ write_identifiers(Replay *r, Diff *changes, RebuildStats *st)
 
 	d->d = changes;
 	d->g = g;
+	cursor_init(&d->cur);
 	initStringInfo(&d->bytes);
 	ab_init(&d->del, identifier_type_oid());
 	if (r->full)
@@ -325,7 +373,7 @@ typedef struct ProfileDiff
 {
 	Diff	   *d;
 	Graph	   *g;
-	int64		next;			/* g->profile_list position expected next */
+	DiffCursor	cur;			/* in g->profile_list */
 	int			n;				/* rows waiting for a lookup */
 	StoredProfile rows[DIFF_BATCH];
 } ProfileDiff;
@@ -365,9 +413,10 @@ diff_profile_batch(ProfileDiff *pd)
 
 		diff_profile(pd, p, &pd->rows[i]);
 		if (p != NULL)
-			cursor_follow((void *const *) g->profile_list, g->nprofiles, &pd->next, p);
+			cursor_jump(&pd->cur, (void *const *) g->profile_list, g->nprofiles, p->seq, p);
 	}
 	pd->n = 0;
+	pd->cur.in_order = true;
 }
 
 /* The profile with this id at (or just past) the cursor, or NULL. */
@@ -376,12 +425,16 @@ profile_at_cursor(ProfileDiff *pd, int64 id)
 {
 	Graph	   *g = pd->g;
 
-	for (int64 j = pd->next; j < Min(g->nprofiles, pd->next + CURSOR_AHEAD); j++)
-		if (g->profile_list[j]->id == id)
+	for (int k = 0; k < CURSOR_CANDIDATES; k++)
+	{
+		int64		j = cursor_candidate(&pd->cur, k, g->nprofiles);
+
+		if (j >= 0 && g->profile_list[j]->id == id)
 		{
-			pd->next = j + 1;
+			cursor_matched(&pd->cur, j);
 			return g->profile_list[j];
 		}
+	}
 	return NULL;
 }
 
@@ -400,6 +453,16 @@ add_stored_profile(ProfileDiff *pd, Datum *v, bool *isnull)
 	if (p != NULL)
 	{
 		diff_profile(pd, p, &row);
+		return;
+	}
+	if (pd->cur.in_order)
+	{
+		/* the first row out of order: look it up now, continue from there */
+		pd->cur.in_order = false;
+		p = graph_profile(pd->g, row.profile_id);
+		diff_profile(pd, p, &row);
+		if (p != NULL)
+			cursor_jump(&pd->cur, (void *const *) pd->g->profile_list, pd->g->nprofiles, p->seq, p);
 		return;
 	}
 	graph_prefetch_profile_slot(pd->g, row.profile_id);
@@ -440,6 +503,7 @@ write_profiles(Replay *r, Diff *d, RebuildStats *st)
 
 	pd->d = d;
 	pd->g = g;
+	cursor_init(&pd->cur);
 	ab_init(&d->del, INT8OID);
 	if (r->full)
 		scan_storage("profile_data", lengthof(profile_columns), profile_columns, diff_profile_scan, pd);

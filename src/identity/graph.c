@@ -275,11 +275,33 @@ graph_merge_cause(const GraphMerge *mg)
 	return buf.data;
 }
 
+/*
+ * With lazy_profiles set (cdp.restitch(): the replay creates hundreds of
+ * thousands of profiles and looks up few), a profile whose id is above
+ * every other one's -- it cannot be there yet -- is only appended to
+ * profile_list; the hash table catches up on the next lookup.
+ */
+static void
+index_profiles(Graph *g)
+{
+	while (g->nindexed < g->nprofiles)
+	{
+		GraphProfile *p = g->profile_list[g->nindexed++];
+		bool		found;
+		ProfileSlot *e = graph_profiles_insert(g->profiles, p->id, &found);
+
+		Assert(!found);
+		e->profile = p;
+	}
+}
+
 GraphProfile *
 graph_profile(Graph *g, int64 id)
 {
-	ProfileSlot *e = graph_profiles_lookup(g->profiles, id);
+	ProfileSlot *e;
 
+	index_profiles(g);
+	e = graph_profiles_lookup(g->profiles, id);
 	return e ? e->profile : NULL;
 }
 
@@ -295,37 +317,52 @@ graph_resolve(Graph *g, int64 profile_id)
 	return p ? graph_live(p)->id : profile_id;
 }
 
+/* A new profile at the end of profile_list (not in the hash table). */
+static GraphProfile *
+append_profile(Graph *g, int64 id, TimestampTz created_at, TimestampTz updated_at)
+{
+	GraphProfile *p = graph_alloc(g, sizeof(GraphProfile));
+
+	memset(p, 0, sizeof(GraphProfile));
+	p->id = id;
+	p->created_at = created_at;
+	p->updated_at = updated_at;
+	if (g->nprofiles == g->maxprofiles)
+	{
+		int64		n = Max(64, g->maxprofiles * 2);
+
+		g->profile_list = bigmem_realloc(g->mem, g->profile_list, g->maxprofiles * sizeof(GraphProfile *),
+										 n * sizeof(GraphProfile *));
+		g->maxprofiles = n;
+	}
+	p->seq = (uint32) g->nprofiles;
+	g->profile_list[g->nprofiles++] = p;
+	g->max_profile_id = Max(g->max_profile_id, id);
+	return p;
+}
+
 GraphProfile *
 graph_add_profile(Graph *g, int64 id, int64 survivor,
 				  TimestampTz created_at, TimestampTz updated_at)
 {
 	bool		found;
-	ProfileSlot *e = graph_profiles_insert(g->profiles, id, &found);
+	ProfileSlot *e;
+	GraphProfile *p;
 
-	if (!found)
-	{
-		GraphProfile *p = graph_alloc(g, sizeof(GraphProfile));
+	if (g->lazy_profiles && survivor == 0 && id > g->max_profile_id)
+		return append_profile(g, id, created_at, updated_at);
 
-		memset(p, 0, sizeof(GraphProfile));
-		p->id = id;
-		p->created_at = created_at;
-		p->updated_at = updated_at;
-		e->profile = p;
-		if (g->nprofiles == g->maxprofiles)
-		{
-			int64		n = Max(64, g->maxprofiles * 2);
-
-			g->profile_list = bigmem_realloc(g->mem, g->profile_list, g->maxprofiles * sizeof(GraphProfile *),
-											 n * sizeof(GraphProfile *));
-			g->maxprofiles = n;
-		}
-		g->profile_list[g->nprofiles++] = p;
-		/* after the insert above: adding the survivor may move hash entries */
-		if (survivor != 0)
-			p->survivor = graph_add_profile(g, survivor, 0, created_at, updated_at);
-		return p;
-	}
-	return e->profile;
+	index_profiles(g);
+	e = graph_profiles_insert(g->profiles, id, &found);
+	if (found)
+		return e->profile;
+	p = append_profile(g, id, created_at, updated_at);
+	e->profile = p;
+	g->nindexed = g->nprofiles;
+	/* after the insert above: adding the survivor may move hash entries */
+	if (survivor != 0)
+		p->survivor = graph_add_profile(g, survivor, 0, created_at, updated_at);
+	return p;
 }
 
 static int32
@@ -434,14 +471,17 @@ graph_lookup_hashed(Graph *g, const char *key, int len, uint32 hash)
 void
 graph_prefetch_profile_slot(Graph *g, int64 id)
 {
+	index_profiles(g);
 	graph_prefetch(&g->profiles->data[profile_hash(id) & g->profiles->sizemask]);
 }
 
 void
 graph_prefetch_profile(Graph *g, int64 id)
 {
-	uint32		i = profile_hash(id) & g->profiles->sizemask;
+	uint32		i;
 
+	index_profiles(g);
+	i = profile_hash(id) & g->profiles->sizemask;
 	for (int n = 0; n < 8; n++)
 	{
 		ProfileSlot *e = &g->profiles->data[i];
@@ -501,6 +541,7 @@ graph_intern_hashed(Graph *g, const char *key, int len, uint32 hash)
 										   n * sizeof(GraphIdent *));
 			g->maxidents = n;
 		}
+		id->seq = (uint32) g->nidents;
 		g->ident_list[g->nidents++] = id;
 	}
 	return e->ident;

@@ -58,6 +58,7 @@ typedef struct GraphProfile
 	TimestampTz created_at;
 	TimestampTz updated_at;
 	int			ncounts;
+	uint32		seq;			/* index in Graph.profile_list (in padding) */
 	int32	   *counts;			/* identifiers attached, per kind index */
 	bool		is_new;			/* created by this engine run */
 	bool		touched;		/* updated_at changed */
@@ -71,6 +72,7 @@ typedef struct GraphIdent
 	TimestampTz last_seen;
 	const char *source;
 	int			keylen;			/* strlen(key) */
+	uint32		seq;			/* index in Graph.ident_list */
 	int16		kind;			/* index into rules->kinds */
 	char		blocked;		/* '?' not checked yet, 'n' no, 'y' yes */
 	bool		stored;			/* a row exists in cdp.identity_data */
@@ -129,6 +131,9 @@ typedef struct Graph
 	const char *probe;			/* the key being looked up there */
 	int			probelen;
 	struct graph_profiles_hash *profiles;	/* id -> GraphProfile */
+	bool		lazy_profiles;	/* index new profiles on the next lookup */
+	int64		nindexed;		/* profile_list entries in profiles */
+	int64		max_profile_id;
 	GraphIdent **ident_list;	/* every identifier, in the order interned */
 	int64		nidents;
 	int64		maxidents;

@@ -49,6 +49,7 @@ typedef struct Replay
 	int			pending_cap;
 	struct PendingIdent *pending;
 	StringInfoData pending_keys;
+	struct RecentIdent *recent; /* identifiers read lately, by hash */
 } Replay;
 
 typedef struct RebuildStats

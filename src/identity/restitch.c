@@ -108,9 +108,14 @@ stored_array(Replay *r, Datum d)
 
 /*
  * Identifiers are interned a batch at a time, their hash slots and entries
- * fetched ahead (see graph_prefetch_slot()), in the order read.
+ * fetched ahead (see graph_prefetch_slot()), in the order read.  The same
+ * identifier usually comes back within a few events (a person's events are
+ * close together): a small cache of the identifiers read last, by hash,
+ * resolves those without the hash table, or ties them to the copy already
+ * waiting in the batch.
  */
 #define PENDING_MAX 256
+#define RECENT_SIZE 4096		/* a power of 2 */
 
 typedef struct PendingIdent
 {
@@ -119,7 +124,40 @@ typedef struct PendingIdent
 	int			key;			/* offset in r->pending_keys */
 	int			keylen;
 	uint32		hash;
+	int			same;			/* an earlier entry with the same key, or -1 */
+	GraphIdent *ident;			/* once interned */
 } PendingIdent;
+
+typedef struct RecentIdent
+{
+	uint32		hash;
+	int			pending;		/* 1 + its PendingIdent while waiting, else 0 */
+	GraphIdent *ident;			/* once interned */
+} RecentIdent;
+
+/*
+ * The identifier read lately with this key, or NULL; then *same is the
+ * pending entry waiting with it, or -1.
+ */
+static GraphIdent *
+recent_ident(Replay *r, const char *key, int len, uint32 hash, int *same)
+{
+	RecentIdent *c = &r->recent[hash & (RECENT_SIZE - 1)];
+
+	*same = -1;
+	if (c->hash != hash)
+		return NULL;
+	if (c->ident != NULL)
+		return c->ident->keylen == len && memcmp(c->ident->key, key, len) == 0 ? c->ident : NULL;
+	if (c->pending > 0)
+	{
+		PendingIdent *p = &r->pending[c->pending - 1];
+
+		if (p->keylen == len && memcmp(r->pending_keys.data + p->key, key, len) == 0)
+			*same = c->pending - 1;
+	}
+	return NULL;
+}
 
 static void
 intern_pending(Replay *r)
@@ -127,17 +165,61 @@ intern_pending(Replay *r)
 	Graph	   *g = r->g;
 
 	for (int i = 0; i < r->npending; i++)
-		graph_prefetch_ident(g, r->pending[i].hash);
+		if (r->pending[i].same < 0)
+			graph_prefetch_ident(g, r->pending[i].hash);
 	for (int i = 0; i < r->npending; i++)
 	{
 		PendingIdent *p = &r->pending[i];
+		RecentIdent *c = &r->recent[p->hash & (RECENT_SIZE - 1)];
 
-		r->events[p->event].ids[p->pos] =
-			graph_intern_hashed(g, r->pending_keys.data + p->key, p->keylen, p->hash);
+		p->ident = p->same >= 0 ? r->pending[p->same].ident
+			: graph_intern_hashed(g, r->pending_keys.data + p->key, p->keylen, p->hash);
+		r->events[p->event].ids[p->pos] = p->ident;
+		if (c->pending == i + 1)
+		{
+			c->pending = 0;
+			c->ident = p->ident;
+		}
 	}
 	r->npending = 0;
 	if (r->pending != NULL)
 		resetStringInfo(&r->pending_keys);
+}
+
+/* The identifier at position pos of event ev: resolved now, or queued. */
+static void
+read_ident(Replay *r, int64 ev, int pos, const char *key, int len)
+{
+	uint32		hash = graph_key_hash(key, len);
+	int			same;
+	GraphIdent *id = recent_ident(r, key, len, hash, &same);
+	PendingIdent *p;
+
+	if (id != NULL)
+	{
+		r->events[ev].ids[pos] = id;
+		return;
+	}
+	p = &r->pending[r->npending];
+	p->event = ev;
+	p->pos = pos;
+	p->keylen = len;
+	p->hash = hash;
+	p->same = same;
+	if (same >= 0)
+		p->key = r->pending[same].key;
+	else
+	{
+		RecentIdent *c = &r->recent[hash & (RECENT_SIZE - 1)];
+
+		p->key = r->pending_keys.len;
+		appendBinaryStringInfo(&r->pending_keys, key, len);
+		graph_prefetch_slot(r->g, hash);
+		c->hash = hash;
+		c->pending = r->npending + 1;
+		c->ident = NULL;
+	}
+	r->npending++;
 }
 
 /* One stored event into r->events; its identifiers are interned later. */
@@ -180,6 +262,7 @@ add_event(Replay *r, int64 event_id, int64 profile_id, TimestampTz occurred_at,
 		r->pending_cap = PENDING_MAX;
 		r->pending = MemoryContextAlloc(g->cxt, sizeof(PendingIdent) * r->pending_cap);
 		initStringInfo(&r->pending_keys);
+		r->recent = MemoryContextAllocZero(g->cxt, sizeof(RecentIdent) * RECENT_SIZE);
 	}
 	if (r->npending + n > r->pending_cap)
 	{
@@ -197,18 +280,11 @@ add_event(Replay *r, int64 event_id, int64 profile_id, TimestampTz occurred_at,
 	{
 		bool		isnull;
 		Datum		el = array_iter_next(&it, &isnull, j, -1, false, TYPALIGN_INT);
-		PendingIdent *p;
 
 		if (isnull)
 			continue;
-		p = &r->pending[r->npending++];
-		p->event = r->nevents - 1;
-		p->pos = e->nids++;
-		p->key = r->pending_keys.len;
-		p->keylen = VARSIZE_ANY_EXHDR(DatumGetPointer(el));
-		appendBinaryStringInfo(&r->pending_keys, VARDATA_ANY(DatumGetPointer(el)), p->keylen);
-		p->hash = graph_key_hash(r->pending_keys.data + p->key, p->keylen);
-		graph_prefetch_slot(g, p->hash);
+		read_ident(r, r->nevents - 1, e->nids++, VARDATA_ANY(DatumGetPointer(el)),
+				   VARSIZE_ANY_EXHDR(DatumGetPointer(el)));
 	}
 	if (r->npending >= PENDING_MAX)
 		intern_pending(r);
@@ -256,6 +332,26 @@ cmp_event(const void *a, const void *b)
 }
 
 /*
+ * Put id next in g->ident_list, unless it is there already.  The replay
+ * lists every identifier in the order the events, by id, first carry it:
+ * the order does not depend on where the events are stored, and it is the
+ * order restitch writes identity_data in (and close to the one ingestion
+ * does), so that rewrite.c compares the stored rows in one pass.  Interning
+ * listed them in the order read; the list is rewritten in place ahead of
+ * that order.  GraphIdent.stored marks the listed ones meanwhile (it means
+ * "has a row" only once rewrite.c sets it).
+ */
+static inline void
+list_in_event_order(Graph *g, GraphIdent *id, int64 *n)
+{
+	if (id->stored)
+		return;
+	id->stored = true;
+	id->seq = (uint32) *n;
+	g->ident_list[(*n)++] = id;
+}
+
+/*
  * Read the events of the scope (all, when full), order them by event id in
  * memory -- cheaper than asking the executor to sort rows with arrays --
  * and replay them.
@@ -263,6 +359,8 @@ cmp_event(const void *a, const void *b)
 static void
 replay(Replay *r)
 {
+	int64		nlisted = 0;
+
 	if (r->full)
 		scan_storage("event_data", lengthof(event_columns), event_columns, scan_event, r);
 	else
@@ -283,10 +381,6 @@ replay(Replay *r)
 		GraphMessage m;
 		const char *reject;
 
-		/* the profile a message a little ahead would create */
-		if (i + 16 < r->nevents)
-			graph_prefetch_profile_slot(r->g, r->events[i + 16].event_id);
-
 		m.event_id = e->event_id;
 		m.occurred_at = e->occurred_at;
 		m.received_at = e->u.received_at;
@@ -294,8 +388,12 @@ replay(Replay *r)
 		m.nids = e->nids;
 		m.ids = NULL;
 		m.idents = e->ids;
+		for (int j = 0; j < e->nids; j++)
+			list_in_event_order(r->g, e->ids[j], &nlisted);
 		e->u.new_profile = graph_apply(r->g, &m, &reject);
 	}
+	if (nlisted != r->g->nidents)
+		elog(ERROR, "cdp: replay listed " INT64_FORMAT " of " INT64_FORMAT " identifiers", nlisted, r->g->nidents);
 }
 
 static int
@@ -322,6 +420,7 @@ replay_create(IdentityRules *rules, int64 idents, int64 profiles, int64 events, 
 	Replay	   *r = palloc0(sizeof(Replay));
 
 	r->g = graph_create(rules, (long) Min(idents, 100000000), (long) Min(profiles, 100000000));
+	r->g->lazy_profiles = true; /* events come in id order: new profiles too */
 	r->full = full;
 	r->cap = Min(Max(events, 1024), 1000000000);
 	r->events = bigmem_alloc(r->g->mem, r->cap * sizeof(ReplayEvent));

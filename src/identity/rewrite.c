@@ -57,15 +57,70 @@ str_equal_bytes(const char *a, const char *b, int len)
 }
 
 /*
- * identity_data: stored rows are compared with the replayed identifiers.
- * Rows are copied into batches and looked up a batch at a time, so that
- * the graph's memory is fetched ahead (graph_prefetch_slot()).
+ * The stored rows of identity_data and profile_data usually come in the
+ * order of the graph's lists, or in long runs of it (g->ident_list: the
+ * order events, by id, first carry the identifiers, which is the order a
+ * restitch writes them and close to the one ingestion appends them in;
+ * g->profile_list: creation order, which is profile id order).  Each row is
+ * therefore first compared with the entries just after the last one
+ * matched -- a sequential pass over memory.  A row not there is looked up
+ * in the hash table: at once when the previous row matched (it starts
+ * another run, or it is a single row out of place: the next row is
+ * compared at both places), otherwise a batch at a time with their memory
+ * fetched ahead (the cursor moves after the batch).  Any order gives the
+ * same result; the graph's order is just cheaper.
  */
 #define DIFF_BATCH 64
 
+typedef struct DiffCursor
+{
+	int64		next;			/* list position expected next */
+	int64		alt;			/* or this one (-1: none) */
+	bool		in_order;		/* the last row was found there (or none yet) */
+} DiffCursor;
+
+static void
+cursor_init(DiffCursor *c)
+{
+	c->next = 0;
+	c->alt = -1;
+	c->in_order = true;
+}
+
+/* The k-th list position to compare the next row with, or -1. */
+#define CURSOR_CANDIDATES 4
+static inline int64
+cursor_candidate(const DiffCursor *c, int k, int64 n)
+{
+	int64		pos = k < 2 ? c->next + k : (c->alt < 0 ? -1 : c->alt + k - 2);
+
+	return pos < n ? pos : -1;
+}
+
+/* The row was the entry at pos. */
+static inline void
+cursor_matched(DiffCursor *c, int64 pos)
+{
+	c->next = pos + 1;
+	c->alt = -1;
+	c->in_order = true;
+}
+
+/* A lookup found the row's entry at list position seq: continue after it, or where we were. */
+static inline void
+cursor_jump(DiffCursor *c, void *const *list, int64 n, uint32 seq, const void *entry)
+{
+	if (seq < n && list[seq] == entry)
+	{
+		c->alt = c->next;
+		c->next = (int64) seq + 1;
+	}
+}
+
+/* identity_data: stored rows are compared with the replayed identifiers. */
 typedef struct StoredIdent
 {
-	int			key;			/* offset in IdentDiff.bytes */
+	int			key;			/* offset in IdentDiff.bytes (batched rows) */
 	int			keylen;
 	uint32		hash;
 	int			source;			/* offset, or -1 for NULL */
@@ -80,16 +135,16 @@ typedef struct IdentDiff
 	ArrayBuild	del;
 	Diff	   *d;
 	Graph	   *g;
-	int			n;
+	DiffCursor	cur;			/* in g->ident_list */
+	int			n;				/* rows waiting for a lookup */
 	StoredIdent rows[DIFF_BATCH];
 	StringInfoData bytes;		/* their keys and sources */
 } IdentDiff;
 
+/* Compare one stored row (its key and source at the given addresses) with id, NULL when unknown. */
 static void
-diff_identifier(IdentDiff *idd, StoredIdent *row)
+diff_identifier(IdentDiff *idd, GraphIdent *id, const StoredIdent *row, const char *key, const char *source)
 {
-	const char *key = idd->bytes.data + row->key;
-	GraphIdent *id = graph_lookup_hashed(idd->g, key, row->keylen, row->hash);
 	int64		f;
 
 	if (id == NULL || id->profile == NULL)
@@ -106,7 +161,7 @@ diff_identifier(IdentDiff *idd, StoredIdent *row)
 		note_changed(idd->d, f);
 	}
 	if (f != row->profile_id ||
-		!str_equal_bytes(id->source, row->source < 0 ? NULL : idd->bytes.data + row->source, row->sourcelen) ||
+		!str_equal_bytes(id->source, source, row->sourcelen) ||
 		id->first_seen != row->first_seen ||
 		id->last_seen != row->last_seen)
 		id->dirty = true;
@@ -115,40 +170,94 @@ diff_identifier(IdentDiff *idd, StoredIdent *row)
 static void
 diff_identifier_batch(IdentDiff *idd)
 {
+	Graph	   *g = idd->g;
+
 	for (int i = 0; i < idd->n; i++)
-		graph_prefetch_ident(idd->g, idd->rows[i].hash);
+		graph_prefetch_ident(g, idd->rows[i].hash);
 	for (int i = 0; i < idd->n; i++)
-		diff_identifier(idd, &idd->rows[i]);
+	{
+		StoredIdent *row = &idd->rows[i];
+		const char *key = idd->bytes.data + row->key;
+		GraphIdent *id = graph_lookup_hashed(g, key, row->keylen, row->hash);
+
+		diff_identifier(idd, id, row, key, row->source < 0 ? NULL : idd->bytes.data + row->source);
+		if (id != NULL)
+			cursor_jump(&idd->cur, (void *const *) g->ident_list, g->nidents, id->seq, id);
+	}
 	idd->n = 0;
+	idd->cur.in_order = true;
 	resetStringInfo(&idd->bytes);
+}
+
+/* The identifier with this key at (or just past) the cursor, or NULL. */
+static GraphIdent *
+ident_at_cursor(IdentDiff *idd, const char *key, int len)
+{
+	Graph	   *g = idd->g;
+
+	for (int k = 0; k < CURSOR_CANDIDATES; k++)
+	{
+		int64		j = cursor_candidate(&idd->cur, k, g->nidents);
+		GraphIdent *id;
+
+		if (j < 0)
+			continue;
+		id = g->ident_list[j];
+		if (id->keylen == len && memcmp(id->key, key, len) == 0)
+		{
+			cursor_matched(&idd->cur, j);
+			return id;
+		}
+	}
+	return NULL;
 }
 
 /* One stored row of identity_data (identifier, profile_id, source, first_seen, last_seen). */
 static void
 add_stored_identifier(IdentDiff *idd, Datum *v, bool *isnull)
 {
-	StoredIdent *row = &idd->rows[idd->n++];
-	const char *p;
-	int			len;
+	StoredIdent row;
+	const char *key;
+	const char *source = NULL;
+	GraphIdent *id;
 
-	text_bytes(v[0], &p, &len);
-	row->key = idd->bytes.len;
-	row->keylen = len;
-	row->hash = graph_key_hash(p, len);
-	appendBinaryStringInfo(&idd->bytes, p, len);
-	graph_prefetch_slot(idd->g, row->hash);
-	row->source = -1;
-	row->sourcelen = 0;
+	text_bytes(v[0], &key, &row.keylen);
+	row.sourcelen = 0;
 	if (!isnull[2])
+		text_bytes(v[2], &source, &row.sourcelen);
+	row.profile_id = DatumGetInt64(v[1]);
+	row.first_seen = DatumGetTimestampTz(v[3]);
+	row.last_seen = DatumGetTimestampTz(v[4]);
+
+	id = ident_at_cursor(idd, key, row.keylen);
+	if (id != NULL)
 	{
-		text_bytes(v[2], &p, &len);
-		row->source = idd->bytes.len;
-		row->sourcelen = len;
-		appendBinaryStringInfo(&idd->bytes, p, len);
+		diff_identifier(idd, id, &row, key, source);
+		return;
 	}
-	row->profile_id = DatumGetInt64(v[1]);
-	row->first_seen = DatumGetTimestampTz(v[3]);
-	row->last_seen = DatumGetTimestampTz(v[4]);
+	row.hash = graph_key_hash(key, row.keylen);
+	if (idd->cur.in_order)
+	{
+		/* the first row out of order: look it up now, continue from there */
+		idd->cur.in_order = false;
+		id = graph_lookup_hashed(idd->g, key, row.keylen, row.hash);
+		diff_identifier(idd, id, &row, key, source);
+		if (id != NULL)
+			cursor_jump(&idd->cur, (void *const *) idd->g->ident_list, idd->g->nidents, id->seq, id);
+		return;
+	}
+
+	/* Copy it out of the page and look it up with the next batch. */
+	row.key = idd->bytes.len;
+	appendBinaryStringInfo(&idd->bytes, key, row.keylen);
+	row.source = -1;
+	if (source != NULL)
+	{
+		row.source = idd->bytes.len;
+		appendBinaryStringInfo(&idd->bytes, source, row.sourcelen);
+	}
+	graph_prefetch_slot(idd->g, row.hash);
+	idd->rows[idd->n++] = row;
 	if (idd->n == DIFF_BATCH)
 		diff_identifier_batch(idd);
 }
@@ -193,6 +302,7 @@ write_identifiers(Replay *r, Diff *changes, RebuildStats *st)
 
 	d->d = changes;
 	d->g = g;
+	cursor_init(&d->cur);
 	initStringInfo(&d->bytes);
 	ab_init(&d->del, identifier_type_oid());
 	if (r->full)
@@ -209,6 +319,7 @@ write_identifiers(Replay *r, Diff *changes, RebuildStats *st)
 		exec_args("DELETE FROM cdp.identity_data WHERE identifier OPERATOR(cdp.=) ANY ($1)", 1, &identarr, &arg);
 	}
 
+	/* In the graph's order, not sorted: the next restitch then compares in one pass. */
 	ab_init(&a1, identifier_type_oid());
 	ab_init(&a2, TEXTOID);
 	ab_init(&a3, INT8OID);
@@ -242,7 +353,7 @@ write_identifiers(Replay *r, Diff *changes, RebuildStats *st)
 		ab_result(&a5), ab_result(&a6)};
 
 		exec_args("INSERT INTO cdp.identity_data AS i (identifier, kind, profile_id, source, first_seen, last_seen) "
-				  "SELECT * FROM unnest($1, $2, $3, $4, $5, $6) ORDER BY 1 "
+				  "SELECT * FROM unnest($1, $2, $3, $4, $5, $6) "
 				  "ON CONFLICT (identifier) DO UPDATE SET profile_id = excluded.profile_id, "
 				  "source = excluded.source, first_seen = excluded.first_seen, last_seen = excluded.last_seen",
 				  6, types, args);
@@ -262,15 +373,16 @@ typedef struct ProfileDiff
 {
 	Diff	   *d;
 	Graph	   *g;
-	int			n;
+	DiffCursor	cur;			/* in g->profile_list */
+	int			n;				/* rows waiting for a lookup */
 	StoredProfile rows[DIFF_BATCH];
 } ProfileDiff;
 
+/* Compare one stored row with p, NULL when the replay has no such profile. */
 static void
-diff_profile(ProfileDiff *pd, StoredProfile *row)
+diff_profile(ProfileDiff *pd, GraphProfile *p, const StoredProfile *row)
 {
 	int64		id = row->profile_id;
-	GraphProfile *p = graph_profile(pd->g, id);
 	int64		f;
 
 	if (p == NULL)
@@ -291,24 +403,70 @@ diff_profile(ProfileDiff *pd, StoredProfile *row)
 static void
 diff_profile_batch(ProfileDiff *pd)
 {
+	Graph	   *g = pd->g;
+
 	for (int i = 0; i < pd->n; i++)
-		graph_prefetch_profile(pd->g, pd->rows[i].profile_id);
+		graph_prefetch_profile(g, pd->rows[i].profile_id);
 	for (int i = 0; i < pd->n; i++)
-		diff_profile(pd, &pd->rows[i]);
+	{
+		GraphProfile *p = graph_profile(g, pd->rows[i].profile_id);
+
+		diff_profile(pd, p, &pd->rows[i]);
+		if (p != NULL)
+			cursor_jump(&pd->cur, (void *const *) g->profile_list, g->nprofiles, p->seq, p);
+	}
 	pd->n = 0;
+	pd->cur.in_order = true;
+}
+
+/* The profile with this id at (or just past) the cursor, or NULL. */
+static GraphProfile *
+profile_at_cursor(ProfileDiff *pd, int64 id)
+{
+	Graph	   *g = pd->g;
+
+	for (int k = 0; k < CURSOR_CANDIDATES; k++)
+	{
+		int64		j = cursor_candidate(&pd->cur, k, g->nprofiles);
+
+		if (j >= 0 && g->profile_list[j]->id == id)
+		{
+			cursor_matched(&pd->cur, j);
+			return g->profile_list[j];
+		}
+	}
+	return NULL;
 }
 
 /* One stored row of profile_data (profile_id, merged_into, created_at, updated_at). */
 static void
 add_stored_profile(ProfileDiff *pd, Datum *v, bool *isnull)
 {
-	StoredProfile *row = &pd->rows[pd->n++];
+	StoredProfile row;
+	GraphProfile *p;
 
-	row->profile_id = DatumGetInt64(v[0]);
-	row->merged_into = isnull[1] ? 0 : DatumGetInt64(v[1]);
-	row->created_at = DatumGetTimestampTz(v[2]);
-	row->updated_at = DatumGetTimestampTz(v[3]);
-	graph_prefetch_profile_slot(pd->g, row->profile_id);
+	row.profile_id = DatumGetInt64(v[0]);
+	row.merged_into = isnull[1] ? 0 : DatumGetInt64(v[1]);
+	row.created_at = DatumGetTimestampTz(v[2]);
+	row.updated_at = DatumGetTimestampTz(v[3]);
+	p = profile_at_cursor(pd, row.profile_id);
+	if (p != NULL)
+	{
+		diff_profile(pd, p, &row);
+		return;
+	}
+	if (pd->cur.in_order)
+	{
+		/* the first row out of order: look it up now, continue from there */
+		pd->cur.in_order = false;
+		p = graph_profile(pd->g, row.profile_id);
+		diff_profile(pd, p, &row);
+		if (p != NULL)
+			cursor_jump(&pd->cur, (void *const *) pd->g->profile_list, pd->g->nprofiles, p->seq, p);
+		return;
+	}
+	graph_prefetch_profile_slot(pd->g, row.profile_id);
+	pd->rows[pd->n++] = row;
 	if (pd->n == DIFF_BATCH)
 		diff_profile_batch(pd);
 }
@@ -345,6 +503,7 @@ write_profiles(Replay *r, Diff *d, RebuildStats *st)
 
 	pd->d = d;
 	pd->g = g;
+	cursor_init(&pd->cur);
 	ab_init(&d->del, INT8OID);
 	if (r->full)
 		scan_storage("profile_data", lengthof(profile_columns), profile_columns, diff_profile_scan, pd);

@@ -152,6 +152,13 @@ SELECT name, jsonb_array_length(d->'vendor_consents') AS vendor_consents,
        jsonb_array_length(d->'publisher_restrictions') AS restrictions,
        jsonb_array_length(d->'publisher_restrictions'->0->'vendors') AS restriction_0_vendors, counts
   FROM extra, cdp.tcf_decode(tc::cdp.tcstring) d WHERE counts IS NOT NULL ORDER BY name;
+-- The decode is built as a jsonb value directly: it is exactly what its
+-- JSON text parses back to, for every vector, the large ones included.
+SELECT count(*) AS decodes,
+       count(*) FILTER (WHERE d::text::jsonb IS DISTINCT FROM d OR d::text::jsonb::text <> d::text
+                           OR pg_column_size(d::text::jsonb) <> pg_column_size(d)) AS differ_from_text
+  FROM (SELECT cdp.tcf_decode(tc::cdp.tcstring) FROM vectors UNION ALL
+        SELECT cdp.tcf_decode(tc::cdp.tcstring) FROM extra WHERE error IS NULL) x(d);
 
 -- Accessors.
 SELECT cdp.tcf_purpose_consent(tc::cdp.tcstring, 1) AS p1, cdp.tcf_purpose_consent(tc::cdp.tcstring, 2) AS p2,

@@ -19,6 +19,7 @@
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
+#include "utils/numeric.h"
 #include "utils/timestamp.h"
 
 #include "types/tcf.h"
@@ -99,38 +100,82 @@ tcstring_send(PG_FUNCTION_ARGS)
 	PG_RETURN_BYTEA_P(pq_endtypsend(&buf));
 }
 
+/*
+ * cdp.tcf_decode() builds its jsonb value by value (pushJsonbValue), the
+ * way jsonb_in() would from the equivalent JSON text, without printing
+ * that text and parsing it back: a long TC string names thousands of
+ * vendors, and printing and parsing them cost far more than the decode.
+ */
 static void
-append_ids(StringInfo buf, const char *key, const TcfIdSet *set)
+push_key(JsonbParseState **st, const char *key)
 {
-	appendStringInfo(buf, "%s\"%s\": [", buf->data[buf->len - 1] == '{' ? "" : ", ", key);
-	for (int i = 0; i < set->count; i++)
-		appendStringInfo(buf, i ? ", %d" : "%d", set->ids[i]);
-	appendStringInfoChar(buf, ']');
+	JsonbValue	k;
+
+	k.type = jbvString;
+	k.val.string.len = strlen(key);
+	k.val.string.val = (char *) key;
+	pushJsonbValue(st, WJB_KEY, &k);
 }
 
 static void
-append_bool(StringInfo buf, const char *key, bool value)
+push_int(JsonbParseState **st, const char *key, int value)
 {
-	appendStringInfo(buf, ", \"%s\": %s", key, value ? "true" : "false");
+	JsonbValue	v;
+
+	push_key(st, key);
+	v.type = jbvNumeric;
+	v.val.numeric = int64_to_numeric(value);
+	pushJsonbValue(st, WJB_VALUE, &v);
 }
 
 static void
-append_string(StringInfo buf, const char *key, const char *value)
+push_bool(JsonbParseState **st, const char *key, bool value)
 {
-	appendStringInfo(buf, ", \"%s\": ", key);
-	escape_json(buf, value);
+	JsonbValue	v;
+
+	push_key(st, key);
+	v.type = jbvBool;
+	v.val.boolean = value;
+	pushJsonbValue(st, WJB_VALUE, &v);
+}
+
+static void
+push_string(JsonbParseState **st, const char *key, const char *value)
+{
+	JsonbValue	v;
+
+	push_key(st, key);
+	v.type = jbvString;
+	v.val.string.len = strlen(value);
+	v.val.string.val = (char *) value;
+	pushJsonbValue(st, WJB_VALUE, &v);
 }
 
 /* Deciseconds since the Unix epoch as an ISO 8601 timestamp. */
 static void
-append_time(StringInfo buf, const char *key, int64 ds)
+push_time(JsonbParseState **st, const char *key, int64 ds)
 {
 	TimestampTz ts = ds * 100000 -
 		((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY);
 	int			utc = 0;		/* the string encodes UTC: show it so, whatever TimeZone is */
 
-	appendStringInfo(buf, ", \"%s\": ", key);
-	escape_json(buf, JsonEncodeDateTime(NULL, TimestampTzGetDatum(ts), TIMESTAMPTZOID, &utc));
+	push_string(st, key, JsonEncodeDateTime(NULL, TimestampTzGetDatum(ts), TIMESTAMPTZOID, &utc));
+}
+
+static void
+push_ids(JsonbParseState **st, const char *key, const TcfIdSet *set)
+{
+	JsonbValue	v;
+
+	push_key(st, key);
+	pushJsonbValue(st, WJB_BEGIN_ARRAY, NULL);
+	v.type = jbvNumeric;
+	for (int i = 0; i < set->count; i++)
+	{
+		v.val.numeric = int64_to_numeric(set->ids[i]);
+		pushJsonbValue(st, WJB_ELEM, &v);
+	}
+	pushJsonbValue(st, WJB_END_ARRAY, NULL);
 }
 
 PG_FUNCTION_INFO_V1(tcstring_decode);
@@ -138,55 +183,60 @@ Datum
 tcstring_decode(PG_FUNCTION_ARGS)
 {
 	TcfDecoded	d;
-	StringInfoData buf;
+	JsonbParseState *st = NULL;
+	JsonbValue *res;
 
 	decode_datum(PG_GETARG_DATUM(0), &d);
 
-	initStringInfo(&buf);
-	appendStringInfo(&buf, "{\"version\": %d", d.version);
-	append_time(&buf, "created", d.created_ds);
-	append_time(&buf, "last_updated", d.last_updated_ds);
-	appendStringInfo(&buf, ", \"cmp_id\": %d, \"cmp_version\": %d, \"consent_screen\": %d",
-					 d.cmp_id, d.cmp_version, d.consent_screen);
-	append_string(&buf, "consent_language", d.consent_language);
-	appendStringInfo(&buf, ", \"vendor_list_version\": %d, \"policy_version\": %d",
-					 d.vendor_list_version, d.policy_version);
-	append_bool(&buf, "is_service_specific", d.is_service_specific);
-	append_bool(&buf, "use_non_standard_texts", d.use_non_standard_texts);
-	append_ids(&buf, "special_feature_optins", &d.special_feature_optins);
-	append_ids(&buf, "purpose_consents", &d.purpose_consents);
-	append_ids(&buf, "purpose_legitimate_interests", &d.purpose_legitimate_interests);
-	append_bool(&buf, "purpose_one_treatment", d.purpose_one_treatment);
-	append_string(&buf, "publisher_cc", d.publisher_cc);
-	append_ids(&buf, "vendor_consents", &d.vendor_consents);
-	append_ids(&buf, "vendor_legitimate_interests", &d.vendor_legitimate_interests);
+	pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+	push_int(&st, "version", d.version);
+	push_time(&st, "created", d.created_ds);
+	push_time(&st, "last_updated", d.last_updated_ds);
+	push_int(&st, "cmp_id", d.cmp_id);
+	push_int(&st, "cmp_version", d.cmp_version);
+	push_int(&st, "consent_screen", d.consent_screen);
+	push_string(&st, "consent_language", d.consent_language);
+	push_int(&st, "vendor_list_version", d.vendor_list_version);
+	push_int(&st, "policy_version", d.policy_version);
+	push_bool(&st, "is_service_specific", d.is_service_specific);
+	push_bool(&st, "use_non_standard_texts", d.use_non_standard_texts);
+	push_ids(&st, "special_feature_optins", &d.special_feature_optins);
+	push_ids(&st, "purpose_consents", &d.purpose_consents);
+	push_ids(&st, "purpose_legitimate_interests", &d.purpose_legitimate_interests);
+	push_bool(&st, "purpose_one_treatment", d.purpose_one_treatment);
+	push_string(&st, "publisher_cc", d.publisher_cc);
+	push_ids(&st, "vendor_consents", &d.vendor_consents);
+	push_ids(&st, "vendor_legitimate_interests", &d.vendor_legitimate_interests);
 
-	appendStringInfoString(&buf, ", \"publisher_restrictions\": [");
+	push_key(&st, "publisher_restrictions");
+	pushJsonbValue(&st, WJB_BEGIN_ARRAY, NULL);
 	for (int i = 0; i < d.n_restrictions; i++)
 	{
-		appendStringInfo(&buf, "%s{\"purpose\": %d, \"type\": %d", i ? ", " : "",
-						 d.restrictions[i].purpose, d.restrictions[i].type);
-		append_ids(&buf, "vendors", &d.restrictions[i].vendors);
-		appendStringInfoChar(&buf, '}');
+		pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+		push_int(&st, "purpose", d.restrictions[i].purpose);
+		push_int(&st, "type", d.restrictions[i].type);
+		push_ids(&st, "vendors", &d.restrictions[i].vendors);
+		pushJsonbValue(&st, WJB_END_OBJECT, NULL);
 	}
-	appendStringInfoChar(&buf, ']');
+	pushJsonbValue(&st, WJB_END_ARRAY, NULL);
 
 	if (d.has_disclosed_vendors)
-		append_ids(&buf, "disclosed_vendors", &d.disclosed_vendors);
+		push_ids(&st, "disclosed_vendors", &d.disclosed_vendors);
 	if (d.has_allowed_vendors)
-		append_ids(&buf, "allowed_vendors", &d.allowed_vendors);
+		push_ids(&st, "allowed_vendors", &d.allowed_vendors);
 	if (d.has_publisher_tc)
 	{
-		appendStringInfoString(&buf, ", \"publisher_tc\": {");
-		append_ids(&buf, "purpose_consents", &d.pub_purpose_consents);
-		append_ids(&buf, "purpose_legitimate_interests", &d.pub_purpose_legitimate_interests);
-		append_ids(&buf, "custom_purpose_consents", &d.pub_custom_purpose_consents);
-		append_ids(&buf, "custom_purpose_legitimate_interests", &d.pub_custom_purpose_legitimate_interests);
-		appendStringInfoChar(&buf, '}');
+		push_key(&st, "publisher_tc");
+		pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+		push_ids(&st, "purpose_consents", &d.pub_purpose_consents);
+		push_ids(&st, "purpose_legitimate_interests", &d.pub_purpose_legitimate_interests);
+		push_ids(&st, "custom_purpose_consents", &d.pub_custom_purpose_consents);
+		push_ids(&st, "custom_purpose_legitimate_interests", &d.pub_custom_purpose_legitimate_interests);
+		pushJsonbValue(&st, WJB_END_OBJECT, NULL);
 	}
-	appendStringInfoChar(&buf, '}');
+	res = pushJsonbValue(&st, WJB_END_OBJECT, NULL);
 
-	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
+	PG_RETURN_JSONB_P(JsonbValueToJsonb(res));
 }
 
 PG_FUNCTION_INFO_V1(tcstring_purpose_consent);

@@ -8,48 +8,42 @@
 SET search_path = public, cdp;
 SET client_min_messages = warning;
 
-CREATE FUNCTION pg_temp.reset() RETURNS void LANGUAGE sql AS $$
-  TRUNCATE cdp.journal, cdp.identity_data, cdp.profile_data, cdp.trait_data, cdp.event_data, cdp.merges,
-           cdp.identity_conflicts, cdp.message_ids, cdp.inbox, cdp.inbox_rejects;
-  SELECT setval('cdp.event_id_seq', 1, false);
-  SELECT setval('cdp.inbox_inbox_id_seq', 1, false);
-$$;
-SELECT pg_temp.reset();
+-- From an empty graph, and back to one at the end.
+TRUNCATE cdp.journal, cdp.identity_data, cdp.profile_data, cdp.trait_data, cdp.event_data, cdp.merges,
+         cdp.identity_conflicts, cdp.message_ids;
 
--- The stored graph, for comparison.
+-- The stored graph, table by table (ids that rebuilds renumber left out),
+-- and a snapshot of it to compare with.
+CREATE TEMP TABLE graph_tables (what text, query text);
+INSERT INTO graph_tables VALUES
+  ('profiles', 'SELECT profile_id, merged_into, traits, created_at, updated_at FROM cdp.profile_data'),
+  ('identifiers', 'SELECT identifier::text, kind, profile_id, source, first_seen, last_seen FROM cdp.identity_data'),
+  ('events', 'SELECT event_id, profile_id, identifiers::text FROM cdp.event_data'),
+  ('merges', 'SELECT profile_id, merged_profile_id, event_id, merged_at, cause FROM cdp.merges'),
+  ('conflicts', 'SELECT event_id, profile_id, identifier::text, reason, detail FROM cdp.identity_conflicts'),
+  ('traits', 'SELECT * FROM cdp.trait_data');
+
 CREATE FUNCTION pg_temp.snapshot() RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+  t record;
 BEGIN
-  DROP TABLE IF EXISTS snap_profiles, snap_idents, snap_events, snap_merges, snap_conflicts, snap_traits;
-  CREATE TEMP TABLE snap_profiles AS SELECT profile_id, merged_into, traits, created_at, updated_at FROM cdp.profile_data;
-  CREATE TEMP TABLE snap_idents AS SELECT identifier::text, kind, profile_id, source, first_seen, last_seen FROM cdp.identity_data;
-  CREATE TEMP TABLE snap_events AS SELECT event_id, profile_id, identifiers::text FROM cdp.event_data;
-  CREATE TEMP TABLE snap_merges AS SELECT profile_id, merged_profile_id, event_id, merged_at, cause FROM cdp.merges;
-  CREATE TEMP TABLE snap_conflicts AS SELECT event_id, profile_id, identifier::text, reason, detail FROM cdp.identity_conflicts;
-  CREATE TEMP TABLE snap_traits AS SELECT * FROM cdp.trait_data;
+  FOR t IN SELECT * FROM graph_tables LOOP
+    EXECUTE format('DROP TABLE IF EXISTS %I', 'snap_' || t.what);
+    EXECUTE format('CREATE TEMP TABLE %I AS %s', 'snap_' || t.what, t.query);
+  END LOOP;
 END $$;
 
 -- Rows that differ from the snapshot, per table (all zero: equal).
 CREATE FUNCTION pg_temp.differences() RETURNS TABLE (what text, differences bigint) LANGUAGE plpgsql AS $$
+DECLARE
+  t record;
 BEGIN
-  RETURN QUERY
-  SELECT 'profiles', count(*) FROM (
-    (SELECT * FROM snap_profiles EXCEPT ALL SELECT profile_id, merged_into, traits, created_at, updated_at FROM cdp.profile_data)
-    UNION ALL (SELECT profile_id, merged_into, traits, created_at, updated_at FROM cdp.profile_data EXCEPT ALL SELECT * FROM snap_profiles)) d
-  UNION ALL SELECT 'identifiers', count(*) FROM (
-    (SELECT * FROM snap_idents EXCEPT ALL SELECT identifier::text, kind, profile_id, source, first_seen, last_seen FROM cdp.identity_data)
-    UNION ALL (SELECT identifier::text, kind, profile_id, source, first_seen, last_seen FROM cdp.identity_data EXCEPT ALL SELECT * FROM snap_idents)) d
-  UNION ALL SELECT 'events', count(*) FROM (
-    (SELECT * FROM snap_events EXCEPT ALL SELECT event_id, profile_id, identifiers::text FROM cdp.event_data)
-    UNION ALL (SELECT event_id, profile_id, identifiers::text FROM cdp.event_data EXCEPT ALL SELECT * FROM snap_events)) d
-  UNION ALL SELECT 'merges', count(*) FROM (
-    (SELECT * FROM snap_merges EXCEPT ALL SELECT profile_id, merged_profile_id, event_id, merged_at, cause FROM cdp.merges)
-    UNION ALL (SELECT profile_id, merged_profile_id, event_id, merged_at, cause FROM cdp.merges EXCEPT ALL SELECT * FROM snap_merges)) d
-  UNION ALL SELECT 'conflicts', count(*) FROM (
-    (SELECT * FROM snap_conflicts EXCEPT ALL SELECT event_id, profile_id, identifier::text, reason, detail FROM cdp.identity_conflicts)
-    UNION ALL (SELECT event_id, profile_id, identifier::text, reason, detail FROM cdp.identity_conflicts EXCEPT ALL SELECT * FROM snap_conflicts)) d
-  UNION ALL SELECT 'traits', count(*) FROM (
-    (SELECT * FROM snap_traits EXCEPT ALL SELECT * FROM cdp.trait_data)
-    UNION ALL (SELECT * FROM cdp.trait_data EXCEPT ALL SELECT * FROM snap_traits)) d;
+  FOR t IN SELECT * FROM graph_tables ORDER BY ctid LOOP
+    what := t.what;
+    EXECUTE format('SELECT count(*) FROM ((TABLE %1$I EXCEPT ALL %2$s) UNION ALL (%2$s EXCEPT ALL TABLE %1$I)) d',
+                   'snap_' || t.what, t.query) INTO differences;
+    RETURN NEXT;
+  END LOOP;
 END $$;
 
 -- Rewrite a storage table with its rows in the given order (a physical
@@ -174,4 +168,5 @@ SELECT (cdp.restitch()->>'rows_written')::int > 0 AS changed_back;
 SELECT * FROM pg_temp.differences();
 SELECT cdp.restitch()->'rows_written' AS rows_written_at_rest;
 
-SELECT pg_temp.reset();
+TRUNCATE cdp.journal, cdp.identity_data, cdp.profile_data, cdp.trait_data, cdp.event_data, cdp.merges,
+         cdp.identity_conflicts, cdp.message_ids;

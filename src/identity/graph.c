@@ -317,6 +317,17 @@ graph_resolve(Graph *g, int64 profile_id)
 	return p ? graph_live(p)->id : profile_id;
 }
 
+/* A list of pointers (profile_list, ident_list) with room for twice as many. */
+static void *
+grow_list(Graph *g, void *list, int64 *max)
+{
+	int64		n = Max(64, *max * 2);
+
+	list = bigmem_realloc(g->mem, list, *max * sizeof(void *), n * sizeof(void *));
+	*max = n;
+	return list;
+}
+
 /* A new profile at the end of profile_list (not in the hash table). */
 static GraphProfile *
 append_profile(Graph *g, int64 id, TimestampTz created_at, TimestampTz updated_at)
@@ -328,13 +339,7 @@ append_profile(Graph *g, int64 id, TimestampTz created_at, TimestampTz updated_a
 	p->created_at = created_at;
 	p->updated_at = updated_at;
 	if (g->nprofiles == g->maxprofiles)
-	{
-		int64		n = Max(64, g->maxprofiles * 2);
-
-		g->profile_list = bigmem_realloc(g->mem, g->profile_list, g->maxprofiles * sizeof(GraphProfile *),
-										 n * sizeof(GraphProfile *));
-		g->maxprofiles = n;
-	}
+		g->profile_list = grow_list(g, g->profile_list, &g->maxprofiles);
 	p->seq = (uint32) g->nprofiles;
 	g->profile_list[g->nprofiles++] = p;
 	g->max_profile_id = Max(g->max_profile_id, id);
@@ -534,13 +539,7 @@ graph_intern_hashed(Graph *g, const char *key, int len, uint32 hash)
 		id->blocked = '?';
 		e->ident = id;
 		if (g->nidents == g->maxidents)
-		{
-			int64		n = Max(64, g->maxidents * 2);
-
-			g->ident_list = bigmem_realloc(g->mem, g->ident_list, g->maxidents * sizeof(GraphIdent *),
-										   n * sizeof(GraphIdent *));
-			g->maxidents = n;
-		}
+			g->ident_list = grow_list(g, g->ident_list, &g->maxidents);
 		id->seq = (uint32) g->nidents;
 		g->ident_list[g->nidents++] = id;
 	}

@@ -42,6 +42,11 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# The objects that report the version (CDP_VERSION) are rebuilt when it
+# changes: a library left at the old version would disagree with the
+# extension it serves.
+$(patsubst %.c,%.o,$(shell grep -l CDP_VERSION $(C_SRCS))): cdp.control
+
 # C++ is used only for the libphonenumber shim.
 override CXXFLAGS += -std=c++17 -fPIC -fvisibility=hidden
 

@@ -1,6 +1,10 @@
 # A small webhook receiver on 127.0.0.1 for the activation TAP tests: a
-# forked process that answers POSTs one at a time (HTTP/1.1, keep-alive)
-# and logs every request it gets.
+# forked process that answers POSTs (HTTP/1.1, keep-alive), each connection
+# in a process of its own, and logs every request it gets.  Connections are
+# served concurrently as a real endpoint would: the dispatcher keeps several
+# open, and a receiver that served one keep-alive connection at a time would
+# leave the others' requests unread until the dispatcher timed them out and
+# sent them again.
 #
 #   my $r = CdpReceiver->new($dir);     # listens on a free port
 #   $r->url('/hook');                   # http://127.0.0.1:PORT/hook
@@ -98,10 +102,14 @@ sub start
 	die "fork: $!" unless defined $pid;
 	if ($pid == 0)
 	{
+		# A process group of its own, so that stop() ends the connection
+		# processes too: a receiver that is down must not answer.
+		POSIX::setpgid(0, 0);
 		$SIG{TERM} = sub { POSIX::_exit(0); };
 		serve($self->{dir}, $sock);
 		POSIX::_exit(0);
 	}
+	POSIX::setpgid($pid, $pid);    # as the child does: whichever runs first
 	close $sock;
 	$self->{pid} = $pid;
 	return;
@@ -111,7 +119,7 @@ sub stop
 {
 	my ($self) = @_;
 	return unless $self->{pid};
-	kill 'KILL', $self->{pid};
+	kill 'KILL', -$self->{pid};
 	waitpid($self->{pid}, 0);
 	$self->{pid} = undef;
 	return;
@@ -140,10 +148,21 @@ sub next_answer
 sub serve
 {
 	my ($dir, $listen) = @_;
-	while (my $c = $listen->accept)
+	$SIG{CHLD} = 'IGNORE';
+	while (1)
 	{
+		my $c = $listen->accept;
+		next unless $c;    # interrupted by a child's exit
+		my $pid = fork();
+		die "fork: $!" unless defined $pid;
+		if ($pid)
+		{
+			close $c;
+			next;
+		}
+		close $listen;
 		$c->autoflush(1);
-		# One connection at a time, its requests in turn (keep-alive).
+		# This connection's requests in turn (keep-alive).
 	  REQUEST:
 		while (1)
 		{
@@ -173,6 +192,7 @@ sub serve
 			sleep($delay / 1000) if $delay;
 			my $rbody = $status =~ /^2/ ? '' : "{\"error\":\"scripted $status\"}";
 			open(my $log, '>>', "$dir/requests.log") or die "requests.log: $!";
+			flock($log, LOCK_EX);
 			print $log encode_json({ method => (split / /, $line)[0], path => (split / /, $line)[1],
 				headers => \%h, body => $body, status => $status + 0, at => time() }) . "\n";
 			close $log;
@@ -180,8 +200,8 @@ sub serve
 			  . length($rbody) . "\r\n" . join('', map { "$_\r\n" } @headers) . "\r\n" . $rbody;
 		}
 		close $c;
+		POSIX::_exit(0);
 	}
-	return;
 }
 
 1;

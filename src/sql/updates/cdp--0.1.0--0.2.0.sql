@@ -101,9 +101,11 @@ BEGIN
              WHERE r.consented
                AND NOT EXISTS (SELECT FROM cur WHERE cur.profile_id = r.profile_id AND cur.audience_id = r.audience_id)
             RETURNING profile_id, audience_id),
-    del AS (DELETE FROM cdp.audience_member_data m USING cur
-             WHERE m.audience_id = cur.audience_id AND m.profile_id = cur.profile_id
-               AND NOT EXISTS (SELECT FROM r WHERE r.profile_id = cur.profile_id AND r.audience_id = cur.audience_id
+    -- (the members are found by the candidates, as in cur: joined to cur,
+    -- the planner hashes every member of these audiences)
+    del AS (DELETE FROM cdp.audience_member_data m
+             WHERE m.profile_id IN (SELECT unnest($1)) AND m.audience_id = ANY ($2)
+               AND NOT EXISTS (SELECT FROM r WHERE r.profile_id = m.profile_id AND r.audience_id = m.audience_id
                                                 AND r.consented)
             RETURNING m.profile_id, m.audience_id),
     log AS (INSERT INTO cdp.audience_change_data (profile_id, audience_id, change, reason, changed_at)
@@ -271,9 +273,9 @@ BEGIN
             SELECT r.profile_id, $2, $3 FROM r
              WHERE r.consented AND NOT EXISTS (SELECT FROM cur WHERE cur.profile_id = r.profile_id)
             RETURNING profile_id),
-    del AS (DELETE FROM cdp.audience_member_data m USING cur
-             WHERE m.audience_id = $2 AND m.profile_id = cur.profile_id
-               AND NOT EXISTS (SELECT FROM r WHERE r.profile_id = cur.profile_id AND r.consented)
+    del AS (DELETE FROM cdp.audience_member_data m
+             WHERE m.audience_id = $2%s
+               AND NOT EXISTS (SELECT FROM r WHERE r.profile_id = m.profile_id AND r.consented)
             RETURNING m.profile_id),
     log AS (INSERT INTO cdp.audience_change_data (profile_id, audience_id, change, reason, changed_at)
             SELECT ins.profile_id, $2, 'entered', $4, $3 FROM ins
@@ -288,7 +290,7 @@ BEGIN
             RETURNING change_id, profile_id)
     SELECT coalesce(array_agg(log.change_id ORDER BY log.change_id), '{}'), coalesce(array_agg(log.profile_id), '{}')
       FROM log $q$,
-    consent, cdp._rule_source(NOT full_scan), a.expression, restrict_members)
+    consent, cdp._rule_source(NOT full_scan), a.expression, restrict_members, restrict_members)
   INTO change_ids, changed
   USING cand, a.audience_id, as_of, CASE WHEN full_scan THEN 'definition' ELSE 'rule' END, a.purpose, due;
 END $$;

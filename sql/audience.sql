@@ -173,6 +173,53 @@ SELECT pg_temp.members('aud_flash_buyers') AS flash;
 SELECT aud_flash FROM cdp.profile_traits WHERE profile_id = pg_temp.p('aud-cy@example.com');
 SELECT change, reason FROM cdp.audience_changes WHERE audience = 'aud_flash_buyers' ORDER BY change_id;
 
+-- A window's value is computed in C (cdp._window_value, _window_oldest):
+-- the same as the aggregates over unnest() it replaced, for every
+-- aggregate, on random entries -- NULL times and values, ties in time,
+-- values of different scales, repeated values, entries outside the window.
+CREATE FUNCTION pg_temp.window_ref(agg text, cutoff timestamptz, ats timestamptz[], vals text[], ids bigint[])
+  RETURNS jsonb LANGUAGE sql AS $$
+  SELECT CASE agg
+    WHEN 'count' THEN (SELECT to_jsonb(count(*)) FROM unnest(ats) AS x(at) WHERE x.at > cutoff)
+    WHEN 'sum' THEN (SELECT to_jsonb(sum(x.v::numeric)) FROM unnest(ats, vals) AS x(at, v) WHERE x.at > cutoff)
+    WHEN 'avg' THEN (SELECT to_jsonb(avg(x.v::numeric)) FROM unnest(ats, vals) AS x(at, v) WHERE x.at > cutoff)
+    WHEN 'min' THEN (SELECT to_jsonb(min(x.v::numeric)) FROM unnest(ats, vals) AS x(at, v) WHERE x.at > cutoff)
+    WHEN 'max' THEN (SELECT to_jsonb(max(x.v::numeric)) FROM unnest(ats, vals) AS x(at, v) WHERE x.at > cutoff)
+    WHEN 'first' THEN (SELECT to_jsonb(x.v) FROM unnest(ats, ids, vals) AS x(at, id, v)
+                        WHERE x.at > cutoff ORDER BY x.at, x.id LIMIT 1)
+    WHEN 'last' THEN (SELECT to_jsonb(x.v) FROM unnest(ats, ids, vals) AS x(at, id, v)
+                       WHERE x.at > cutoff ORDER BY x.at DESC, x.id DESC LIMIT 1)
+    WHEN 'count_distinct' THEN (SELECT to_jsonb(count(DISTINCT x.v)) FROM unnest(ats, vals) AS x(at, v)
+                                 WHERE x.at > cutoff)
+  END $$;
+SELECT setseed(0.5);
+CREATE TEMP TABLE window_cases AS
+SELECT c, array_agg(CASE WHEN random() < 0.05 THEN NULL
+                         ELSE timestamptz '2026-01-01' + (random() * 20)::int * interval '1 day' END ORDER BY i) AS ats,
+          array_agg(CASE WHEN random() < 0.15 THEN NULL
+                         ELSE ((random() * 40)::int - 10)::numeric / (10 ^ (random() * 3)::int)::numeric
+                         END::text ORDER BY i) AS vals,
+          array_agg(1000 * c + (random() * 1e6)::int ORDER BY i) AS ids
+  FROM generate_series(1, 300) c, generate_series(1, 1 + (c % 9)) i
+ GROUP BY c;
+SELECT count(*) AS cases,
+       count(*) FILTER (WHERE cdp._window_value(a, cutoff, ats, vals, ids)::text  -- as text: 1.50 is not 1.5
+                              IS DISTINCT FROM pg_temp.window_ref(a, cutoff, ats, vals, ids)::text) AS differ,
+       count(*) FILTER (WHERE cdp._window_value(a, cutoff, ats, vals, ids) IS NOT NULL) AS with_value,
+       count(*) FILTER (WHERE cdp._window_oldest(cutoff, ats)
+                              IS DISTINCT FROM (SELECT min(x) FROM unnest(ats) x WHERE x > cutoff)) AS oldest_differ
+  FROM window_cases,
+       unnest(ARRAY['count', 'sum', 'avg', 'min', 'max', 'first', 'last', 'count_distinct']) a,
+       (VALUES (timestamptz '2025-12-01'), ('2026-01-10'), ('2026-02-01')) t(cutoff);
+-- Values keep their scale; NULL arrays are no entries; inconsistent state is refused.
+SELECT cdp._window_value('sum', '2026-01-01', '{2026-01-02,2026-01-03}', '{1.50,2}', '{1,2}') AS sum,
+       cdp._window_value('avg', '2026-01-01', '{2026-01-02,2026-01-03}', '{1.50,2}', '{1,2}') AS avg,
+       cdp._window_value('last', '2026-01-01', '{2026-01-02,2026-01-02}', '{a,b}', '{7,3}') AS last,
+       cdp._window_value('count', '2026-01-01', NULL, NULL, NULL) AS none,
+       cdp._window_value('max', '2026-01-01', NULL, NULL, NULL) AS no_max;
+SELECT cdp._window_value('sum', '2026-01-01', '{2026-01-02,2026-01-03}', '{1}', '{1,2}');
+SELECT cdp._window_value('median', '2026-01-01', '{}', '{}', '{}');
+
 -- So does consent that expires.
 SELECT cdp.create_audience('aud_cy_mail', $$aud_any > 0 AND aud_flash = 0 AND traits->>'suite' = 'aud'$$, 'email_marketing') > 0 AS created;
 SELECT cdp.record_consent(cdp.identifier('email', 'aud-cy@example.com'), 'email_marketing', true, NULL, '{}',

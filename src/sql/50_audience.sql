@@ -87,6 +87,19 @@ CREATE FUNCTION cdp._check_expression(expression text, source text, membership t
 COMMENT ON FUNCTION cdp._check_expression(text, text, text) IS
   'Internal: check that an analyst''s expression is one pure SQL boolean expression over the row source (alias t); returns it with cdp.in_audience() calls rewritten by the membership template, and the columns and audiences it uses';
 
+CREATE FUNCTION cdp._window_value(aggregate text, cutoff timestamptz, ats timestamptz[], vals text[], ids bigint[])
+  RETURNS jsonb
+  LANGUAGE c IMMUTABLE PARALLEL SAFE
+  AS 'MODULE_PATHNAME', 'cdp_window_value';
+COMMENT ON FUNCTION cdp._window_value(text, timestamptz, timestamptz[], text[], bigint[]) IS
+  'Internal: the value (jsonb) of a rolling-window computed trait from its entries (times, values, event ids) after cutoff';
+
+CREATE FUNCTION cdp._window_oldest(cutoff timestamptz, ats timestamptz[]) RETURNS timestamptz
+  LANGUAGE c IMMUTABLE PARALLEL SAFE
+  AS 'MODULE_PATHNAME', 'cdp_window_oldest';
+COMMENT ON FUNCTION cdp._window_oldest(timestamptz, timestamptz[]) IS
+  'Internal: the earliest time after cutoff in a window state (when the trait next changes on its own, less the window)';
+
 -- The SQL of one computed trait's value, from its state row s and
 -- definition d, as of the time in $1 (used by the pass and by the tests).
 CREATE FUNCTION cdp._trait_value_sql() RETURNS text
@@ -104,26 +117,8 @@ CREATE FUNCTION cdp._trait_value_sql() RETURNS text
         WHEN 'last' THEN to_jsonb(s.last_val)
         WHEN 'count_distinct' THEN to_jsonb(cardinality(s.vals))
       END
-    -- With a window: only the entries inside it, and only the aggregate the
-    -- trait asks for (each branch is its own subquery: aggregates under one
-    -- CASE would all be computed, sorts included).
-    ELSE CASE d.aggregate
-      WHEN 'count' THEN (SELECT to_jsonb(count(*)) FROM unnest(s.ats) AS x(at) WHERE x.at > $1 - d."window")
-      WHEN 'sum' THEN (SELECT to_jsonb(sum(x.v::numeric)) FROM unnest(s.ats, s.vals) AS x(at, v)
-                        WHERE x.at > $1 - d."window")
-      WHEN 'avg' THEN (SELECT to_jsonb(avg(x.v::numeric)) FROM unnest(s.ats, s.vals) AS x(at, v)
-                        WHERE x.at > $1 - d."window")
-      WHEN 'min' THEN (SELECT to_jsonb(min(x.v::numeric)) FROM unnest(s.ats, s.vals) AS x(at, v)
-                        WHERE x.at > $1 - d."window")
-      WHEN 'max' THEN (SELECT to_jsonb(max(x.v::numeric)) FROM unnest(s.ats, s.vals) AS x(at, v)
-                        WHERE x.at > $1 - d."window")
-      WHEN 'first' THEN (SELECT to_jsonb(x.v) FROM unnest(s.ats, s.ids, s.vals) AS x(at, id, v)
-                          WHERE x.at > $1 - d."window" ORDER BY x.at, x.id LIMIT 1)
-      WHEN 'last' THEN (SELECT to_jsonb(x.v) FROM unnest(s.ats, s.ids, s.vals) AS x(at, id, v)
-                         WHERE x.at > $1 - d."window" ORDER BY x.at DESC, x.id DESC LIMIT 1)
-      WHEN 'count_distinct' THEN (SELECT to_jsonb(count(DISTINCT x.v)) FROM unnest(s.ats, s.vals) AS x(at, v)
-                                   WHERE x.at > $1 - d."window")
-    END
+    -- With a window: only the entries inside it (src/audience/window.c).
+    ELSE cdp._window_value(d.aggregate, $1 - d."window", s.ats, s.vals, s.ids)
     END $sql$;
 COMMENT ON FUNCTION cdp._trait_value_sql() IS 'Internal: SQL for a computed trait''s value from its state';
 
@@ -345,7 +340,7 @@ BEGIN
     SELECT p.profile_id, coalesce(v.vals, '{}'), least(v.due, c.due)
       FROM cdp.profile_data p
       LEFT JOIN (SELECT s.profile_id, jsonb_object_agg(d.name, %s) AS vals,
-                        min((SELECT min(a) FROM unnest(s.ats) AS a WHERE a > $1 - d."window") + d."window") AS due
+                        min(cdp._window_oldest($1 - d."window", s.ats) + d."window") AS due
                    FROM cdp.computed_trait_state s JOIN cdp.computed_traits d ON d.trait_id = s.trait_id
                   WHERE s.profile_id IN (SELECT unnest($2))
                   GROUP BY s.profile_id) v ON v.profile_id = p.profile_id

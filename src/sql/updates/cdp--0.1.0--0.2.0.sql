@@ -58,7 +58,7 @@ BEGIN
     SELECT p.profile_id, coalesce(v.vals, '{}'), least(v.due, c.due)
       FROM cdp.profile_data p
       LEFT JOIN (SELECT s.profile_id, jsonb_object_agg(d.name, %s) AS vals,
-                        min((SELECT min(a) FROM unnest(s.ats) AS a WHERE a > $1 - d."window") + d."window") AS due
+                        min(cdp._window_oldest($1 - d."window", s.ats) + d."window") AS due
                    FROM cdp.computed_trait_state s JOIN cdp.computed_traits d ON d.trait_id = s.trait_id
                   WHERE s.profile_id IN (SELECT unnest($2))
                   GROUP BY s.profile_id) v ON v.profile_id = p.profile_id
@@ -648,3 +648,45 @@ GRANT EXECUTE ON FUNCTION cdp._reader_slot() TO cdp_admin, cdp_writer, cdp_analy
 -- than the bytes it saved).
 ALTER TABLE cdp.journal ALTER COLUMN profile_ids SET STORAGE EXTERNAL,
   ALTER COLUMN event_ids SET STORAGE EXTERNAL, ALTER COLUMN occurred_ats SET STORAGE EXTERNAL;
+
+
+-- ---- audiences: window values in C (bench/audience, issue #5) ----
+-- A rolling-window trait's value and next due time were SQL subqueries over
+-- unnest() of its entries, one executor subplan per state row: most of the
+-- cost of recomputing a profile's values in a pass.
+CREATE FUNCTION cdp._window_value(aggregate text, cutoff timestamptz, ats timestamptz[], vals text[], ids bigint[])
+  RETURNS jsonb
+  LANGUAGE c IMMUTABLE PARALLEL SAFE
+  AS 'MODULE_PATHNAME', 'cdp_window_value';
+COMMENT ON FUNCTION cdp._window_value(text, timestamptz, timestamptz[], text[], bigint[]) IS
+  'Internal: the value (jsonb) of a rolling-window computed trait from its entries (times, values, event ids) after cutoff';
+
+CREATE FUNCTION cdp._window_oldest(cutoff timestamptz, ats timestamptz[]) RETURNS timestamptz
+  LANGUAGE c IMMUTABLE PARALLEL SAFE
+  AS 'MODULE_PATHNAME', 'cdp_window_oldest';
+COMMENT ON FUNCTION cdp._window_oldest(timestamptz, timestamptz[]) IS
+  'Internal: the earliest time after cutoff in a window state (when the trait next changes on its own, less the window)';
+REVOKE EXECUTE ON FUNCTION cdp._window_value(text, timestamptz, timestamptz[], text[], bigint[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION cdp._window_value(text, timestamptz, timestamptz[], text[], bigint[]) TO cdp_admin;
+REVOKE EXECUTE ON FUNCTION cdp._window_oldest(timestamptz, timestamptz[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION cdp._window_oldest(timestamptz, timestamptz[]) TO cdp_admin;
+
+CREATE OR REPLACE FUNCTION cdp._trait_value_sql() RETURNS text
+  LANGUAGE sql IMMUTABLE
+  SET search_path = pg_catalog, pg_temp
+  RETURN $sql$
+    CASE WHEN d."window" IS NULL THEN
+      CASE d.aggregate
+        WHEN 'count' THEN to_jsonb(s.n)
+        WHEN 'sum' THEN to_jsonb(s.total)
+        WHEN 'avg' THEN to_jsonb(s.total / nullif(s.n, 0))
+        WHEN 'min' THEN to_jsonb(s.lo)
+        WHEN 'max' THEN to_jsonb(s.hi)
+        WHEN 'first' THEN to_jsonb(s.first_val)
+        WHEN 'last' THEN to_jsonb(s.last_val)
+        WHEN 'count_distinct' THEN to_jsonb(cardinality(s.vals))
+      END
+    -- With a window: only the entries inside it (src/audience/window.c).
+    ELSE cdp._window_value(d.aggregate, $1 - d."window", s.ats, s.vals, s.ids)
+    END $sql$;
+COMMENT ON FUNCTION cdp._trait_value_sql() IS 'Internal: SQL for a computed trait''s value from its state';

@@ -15,10 +15,9 @@ bench_cluster() {
 	pg_dir "$(dirname "$BENCH_DIR")"
 	stop_cluster "$BENCH_DIR"
 	rm -rf "$BENCH_DIR"
-	reserve_huge_pages 1GB
-	start_cluster "$BENCH_DIR" "$BENCH_PORT" "shared_buffers = 1GB" "work_mem = 64MB" \
-		"max_wal_size = 8GB" "checkpoint_timeout = 30min" "jit = off" "huge_pages = try"
 	trap 'stop_cluster "$BENCH_DIR"; release_huge_pages' EXIT
+	bench_start "shared_buffers = 1GB" "work_mem = 64MB" \
+		"max_wal_size = 8GB" "checkpoint_timeout = 30min" "jit = off" "huge_pages = try"
 	bench_psql postgres -c "CREATE DATABASE bench"
 	bench_psql bench -c "CREATE EXTENSION cdp"
 }
@@ -40,7 +39,8 @@ reserve_huge_pages() {
 	page_kb=$(awk '/^Hugepagesize:/ {print $2}' /proc/meminfo)
 	[ -n "$page_kb" ] || return 0
 	want=$((bytes * 11 / 10 / (page_kb * 1024) + 1))
-	free=$(awk '/^HugePages_Free:/ {print $2}' /proc/meminfo)
+	# free and not promised to a mapping already (reserved pages count as free)
+	free=$(awk '/^HugePages_Free:/ {f = $2} /^HugePages_Rsvd:/ {r = $2} END {print f - r}' /proc/meminfo)
 	total=$(awk '/^HugePages_Total:/ {print $2}' /proc/meminfo)   # surplus pages included
 	((free >= want)) && return 0
 	if echo $((total + want - free)) 2>/dev/null >/proc/sys/vm/nr_hugepages; then
@@ -57,6 +57,24 @@ release_huge_pages() {
 	total=$(cat /proc/sys/vm/nr_hugepages)
 	echo $((total > HUGEPAGES_ADDED ? total - HUGEPAGES_ADDED : 0)) >/proc/sys/vm/nr_hugepages 2>/dev/null || true
 	HUGEPAGES_ADDED=
+}
+
+# bench_start [SETTINGS...]: (re)start the benchmark's cluster, huge pages
+# reserved first (other clusters on the machine may have taken the free
+# ones since), and say whether its shared memory got them.
+bench_start() {
+	local pid
+	stop_cluster "$BENCH_DIR"
+	reserve_huge_pages 1GB
+	start_cluster "$BENCH_DIR" "$BENCH_PORT" "$@"
+	pid=$(head -1 "$BENCH_DIR/data/postmaster.pid")
+	if awk '/^[0-9a-f]+-[0-9a-f]+ .*(zero|anon_hugepage)/ {m = 1; next}
+	        m && /^KernelPageSize:/ {if ($2 >= 2048) h = 1; m = 0}
+	        END {exit !h}' "/proc/$pid/smaps" 2>/dev/null; then
+		say "shared memory on huge pages"
+	else
+		say "shared memory on normal pages (no huge pages free): expect slower random access"
+	fi
 }
 
 bench_psql() {

@@ -144,6 +144,14 @@ SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) AS bound
  WHERE i.inhparent = 'cdp.event_data'::regclass AND c.relname IN ('event_data_2019_12', 'event_data_2026_06')
  ORDER BY 1;
 RESET timezone;
+-- The coming months' partitions ahead of ingestion (the worker does this
+-- hourly): created once, then nothing left to do.
+SELECT cdp.create_event_partitions(2) BETWEEN 0 AND 3 AS created;
+SELECT count(*) AS ahead FROM generate_series(0, 2) k
+ WHERE to_regclass('cdp.event_data_' || to_char(date_trunc('month', now() AT TIME ZONE 'UTC')
+                                                 + make_interval(months => k), 'YYYY_MM')) IS NOT NULL;
+SELECT cdp.create_event_partitions(2) AS created_again;
+SELECT cdp.create_event_partitions(-1);
 
 -- 10. Bulk: NDJSON through COPY into cdp.inbox, then cdp.process_inbox().
 SELECT pg_temp.reset();

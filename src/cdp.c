@@ -120,7 +120,8 @@ define_gucs(void)
 
 	DefineCustomIntVariable("cdp.retention_naptime",
 							"How often the background worker deletes events past their retention.",
-							"It runs cdp.apply_retention(): see cdp.retention and cdp.purposes.retention.",
+							"It runs cdp.create_event_partitions() (the coming months' event partitions) "
+							"and cdp.apply_retention(): see cdp.retention and cdp.purposes.retention.",
 							&cdp_retention_naptime,
 							3600 * 1000, 1000, INT_MAX,
 							PGC_SIGHUP,

@@ -1,5 +1,6 @@
 # The background worker deletes events past their retention without anyone
-# calling cdp.apply_retention(), and reports it in cdp.status().
+# calling cdp.apply_retention(), and reports it in cdp.status(); the same
+# pass creates the coming months' event partitions.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -33,6 +34,31 @@ is($node->safe_psql('postgres', q{SELECT count(*) FROM cdp.events WHERE event = 
 ok($node->poll_query_until('postgres',
 		q{SELECT (cdp.status()->'workers'->0->>'retention_deleted')::int >= 1}),
 	'cdp.status() counts the deleted events');
+is($node->safe_psql('postgres', q{
+	SELECT count(*) FROM generate_series(1, 2) k
+	 WHERE to_regclass('cdp.event_data_' || to_char(date_trunc('month', now() AT TIME ZONE 'UTC')
+	                                                 + make_interval(months => k), 'YYYY_MM')) IS NOT NULL}),
+	'2', 'the same pass created the next two months\' event partitions ahead of ingestion');
+
+
+# A long reader of events holds cdp.event_data: creating a partition would
+# make it (and everyone after it) wait, so the call gives up on that month
+# after lock_timeout, says so, and the next call creates it.
+# (The worker back at its hourly pace first, so that it does not create the
+# partition itself in between; a pass already due runs within the sleep.)
+$node->safe_psql('postgres', q{ALTER SYSTEM SET cdp.retention_naptime = '1h'; SELECT pg_reload_conf()});
+sleep 3;
+my $next = q{'cdp.event_data_' || to_char(date_trunc('month', now() AT TIME ZONE 'UTC') + interval '1 month', 'YYYY_MM')};
+$node->safe_psql('postgres', qq{DO \$\$ BEGIN EXECUTE format('DROP TABLE %s', $next); END \$\$});
+my $reader = $node->background_psql('postgres');
+$reader->query_safe('BEGIN; SELECT count(*) FROM cdp.events;');
+my ($rc, $out, $err) = $node->psql('postgres', q{SELECT cdp.create_event_partitions(1)});
+is($out, '0', 'with events in use, nothing is created');
+like($err, qr/WARNING:  cdp: the event partition for \d{4}-\d\d was not created: cdp.event_data is in use/,
+	'and it says which month and why');
+$reader->query_safe('COMMIT;');
+$reader->quit;
+is($node->safe_psql('postgres', q{SELECT cdp.create_event_partitions(1)}), '1', 'the next call creates it');
 
 $node->stop;
 done_testing();

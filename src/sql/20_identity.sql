@@ -213,6 +213,48 @@ END $$;
 COMMENT ON FUNCTION cdp._create_event_partition(timestamptz) IS
   'Internal: create the cdp.event_data partition for the month starting at month_start (UTC)';
 
+-- Creating a partition locks cdp.event_data ACCESS EXCLUSIVE: done by
+-- ingestion at the first event of a month, it would wait for every query
+-- reading events (a long report, the audience pass) and everything would
+-- queue behind it.  The background worker's retention pass (hourly) calls
+-- this to create this month's partition and the next ones ahead of time;
+-- a partition whose lock is not granted within lock_timeout is left for the
+-- next call.  Ingestion still creates partitions of other months (history
+-- loaded later) as it meets them.
+CREATE FUNCTION cdp.create_event_partitions(months_ahead integer DEFAULT 2) RETURNS integer
+  LANGUAGE plpgsql SECURITY DEFINER
+  SET search_path = pg_catalog, pg_temp
+  SET lock_timeout = '5s'
+AS $$
+DECLARE
+  month_start timestamptz;
+  created integer := 0;
+BEGIN
+  IF months_ahead IS NULL OR months_ahead NOT BETWEEN 0 AND 120 THEN
+    RAISE EXCEPTION 'months_ahead must be between 0 and 120, not %', coalesce(months_ahead::text, 'NULL')
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'It is the number of months after the current one (UTC) to create partitions for.';
+  END IF;
+  FOR month_start IN
+    SELECT (date_trunc('month', now() AT TIME ZONE 'UTC') + make_interval(months => k)) AT TIME ZONE 'UTC'
+      FROM generate_series(0, months_ahead) k LOOP
+    CONTINUE WHEN to_regclass(format('cdp.%I', 'event_data_' || to_char(month_start AT TIME ZONE 'UTC', 'YYYY_MM')))
+                  IS NOT NULL;
+    BEGIN
+      PERFORM cdp._create_event_partition(month_start);
+      created := created + 1;
+    EXCEPTION WHEN lock_not_available THEN
+      RAISE WARNING 'cdp: the event partition for % was not created: cdp.event_data is in use',
+                    to_char(month_start AT TIME ZONE 'UTC', 'YYYY-MM')
+        USING ERRCODE = 'lock_not_available',
+              HINT = 'It is tried again at the next call (the worker''s retention pass, hourly).';
+    END;
+  END LOOP;
+  RETURN created;
+END $$;
+COMMENT ON FUNCTION cdp.create_event_partitions(integer) IS
+  'Create the cdp.event_data partitions of this month and the next months_ahead months (UTC) that do not exist yet, ahead of ingestion (the worker does it hourly); returns how many it created';
+
 -- Ingestion.
 CREATE FUNCTION cdp.identify(identifiers cdp.identifier[], traits jsonb DEFAULT '{}',
                              occurred_at timestamptz DEFAULT now(), source text DEFAULT NULL,

@@ -6,7 +6,8 @@
  *
  * A pass is one batch of work in its own transaction: the inbox pass
  * (ingestion), the audience pass (computed traits, audiences and, in the
- * same transaction, the activation stage) and retention.  Each pass has
+ * same transaction, the activation stage) and retention (which also
+ * creates the coming months' event partitions).  Each pass has
  * its own naptime.  The loop runs every pass that is due, then sleeps on
  * its latch until the next one is due or a backend wakes it (wake.c: a
  * commit that inserted into cdp.inbox or cdp.journal asks for the pass
@@ -433,13 +434,20 @@ audience_pass(bool *more)
 	return profiles;
 }
 
-/* Delete the events whose retention has passed (cdp.apply_retention()). */
+/*
+ * Create the coming months' event partitions ahead of ingestion
+ * (cdp.create_event_partitions()), then delete the events whose retention
+ * has passed (cdp.apply_retention()).
+ */
 static int64
 retention_pass(bool *more)
 {
 	bool		isnull;
 	int64		deleted;
 
+	pgstat_report_activity(STATE_RUNNING, "SELECT cdp.create_event_partitions()");
+	if (SPI_execute("SELECT cdp.create_event_partitions()", false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "cdp worker: cdp.create_event_partitions() failed");
 	pgstat_report_activity(STATE_RUNNING, "SELECT cdp.apply_retention()");
 	if (SPI_execute("SELECT (cdp.apply_retention() ->> 'deleted')::bigint", false, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)

@@ -690,3 +690,45 @@ CREATE OR REPLACE FUNCTION cdp._trait_value_sql() RETURNS text
     ELSE cdp._window_value(d.aggregate, $1 - d."window", s.ats, s.vals, s.ids)
     END $sql$;
 COMMENT ON FUNCTION cdp._trait_value_sql() IS 'Internal: SQL for a computed trait''s value from its state';
+
+
+-- ---- ingest: event partitions created ahead of time ----
+-- Creating a partition locks cdp.event_data exclusively; at the first event of
+-- a month ingestion waited for every query on events.  The worker's retention
+-- pass now creates the coming months' partitions ahead (C change in worker.c).
+CREATE FUNCTION cdp.create_event_partitions(months_ahead integer DEFAULT 2) RETURNS integer
+  LANGUAGE plpgsql SECURITY DEFINER
+  SET search_path = pg_catalog, pg_temp
+  SET lock_timeout = '5s'
+AS $$
+DECLARE
+  month_start timestamptz;
+  created integer := 0;
+BEGIN
+  IF months_ahead IS NULL OR months_ahead NOT BETWEEN 0 AND 120 THEN
+    RAISE EXCEPTION 'months_ahead must be between 0 and 120, not %', coalesce(months_ahead::text, 'NULL')
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'It is the number of months after the current one (UTC) to create partitions for.';
+  END IF;
+  FOR month_start IN
+    SELECT (date_trunc('month', now() AT TIME ZONE 'UTC') + make_interval(months => k)) AT TIME ZONE 'UTC'
+      FROM generate_series(0, months_ahead) k LOOP
+    CONTINUE WHEN to_regclass(format('cdp.%I', 'event_data_' || to_char(month_start AT TIME ZONE 'UTC', 'YYYY_MM')))
+                  IS NOT NULL;
+    BEGIN
+      PERFORM cdp._create_event_partition(month_start);
+      created := created + 1;
+    EXCEPTION WHEN lock_not_available THEN
+      RAISE WARNING 'cdp: the event partition for % was not created: cdp.event_data is in use',
+                    to_char(month_start AT TIME ZONE 'UTC', 'YYYY-MM')
+        USING ERRCODE = 'lock_not_available',
+              HINT = 'It is tried again at the next call (the worker''s retention pass, hourly).';
+    END;
+  END LOOP;
+  RETURN created;
+END $$;
+COMMENT ON FUNCTION cdp.create_event_partitions(integer) IS
+  'Create the cdp.event_data partitions of this month and the next months_ahead months (UTC) that do not exist yet, ahead of ingestion (the worker does it hourly); returns how many it created';
+
+REVOKE EXECUTE ON FUNCTION cdp.create_event_partitions(integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION cdp.create_event_partitions(integer) TO cdp_admin;

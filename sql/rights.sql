@@ -70,8 +70,8 @@ DROP ROLE cdp_test_rights_writer;
 -- 5. Retention: per event name, a default from the purposes, identity evidence kept.
 TRUNCATE cdp.journal, cdp.identity_data, cdp.profile_data, cdp.trait_data, cdp.event_data, cdp.merges, cdp.identity_conflicts, cdp.message_ids;
 SELECT cdp.identify('{user_id:r1}', '{"tier": "gold"}', now() - interval '5 years');
-SELECT cdp.track('{user_id:r1}', 'Page Viewed', '{}', now() - interval '100 days');
-SELECT cdp.track('{user_id:r1}', 'Page Viewed', '{}', now() - interval '10 days');
+SELECT cdp.track('{user_id:r1}', 'Page Viewed', '{}', now() - interval '100 days', message_id => 'r-old');
+SELECT cdp.track('{user_id:r1}', 'Page Viewed', '{}', now() - interval '10 days', message_id => 'r-new');
 SELECT cdp.track('{user_id:r1}', 'Order Completed', '{}', now() - interval '4 years');
 SELECT cdp.track('{user_id:r1}', 'Order Completed', '{}', now() - interval '2 years');
 SELECT cdp.set_retention('Page Viewed', '90 days');
@@ -80,5 +80,7 @@ SELECT event, keep FROM cdp.retention;
 SELECT max(retention) AS default_retention FROM cdp.purposes;
 SELECT cdp.apply_retention() - 'applied_at' - 'default_keep';
 SELECT event, now() - occurred_at > interval '1 year' AS older_than_a_year FROM cdp.events ORDER BY occurred_at;
+-- The deleted events' message ids went with them; the kept one's stays.
+SELECT message_id FROM cdp.message_ids ORDER BY 1;
 SELECT cdp.set_retention('Page Viewed', NULL);
 SELECT count(*) AS rules FROM cdp.retention;

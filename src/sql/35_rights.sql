@@ -89,7 +89,8 @@ BEGIN
    WHERE e.event_id IN (SELECT c.event_id FROM cdp.identity_conflicts c WHERE c.identifier OPERATOR(cdp.=) ANY (ids))
      AND e.profile_id <> ALL (pids);
 
-  DELETE FROM cdp.message_ids m USING cdp.event_data e WHERE e.event_id = m.event_id AND e.profile_id = ANY (pids);
+  DELETE FROM cdp.message_ids m USING cdp.event_data e
+   WHERE e.profile_id = ANY (pids) AND m.message_id = e.message_id AND m.event_id = e.event_id;
   DELETE FROM cdp.event_data e WHERE e.profile_id = ANY (pids);
   GET DIAGNOSTICS n_events = ROW_COUNT;
   DELETE FROM cdp.identity_conflicts c WHERE c.profile_id = ANY (pids) OR c.identifier OPERATOR(cdp.=) ANY (ids);
@@ -173,17 +174,25 @@ DECLARE
   per jsonb := '{}';
   deflt interval := (SELECT max(p.retention) FROM cdp.purposes p);
 BEGIN
+  -- Each deleted event takes its message id along (looked up by key): the
+  -- ids would otherwise pile up for ever, for events no longer stored.
   FOR r IN SELECT * FROM cdp.retention ORDER BY event LOOP
-    DELETE FROM cdp.event_data e WHERE e.event = r.event AND e.occurred_at < now() - r.keep;
-    GET DIAGNOSTICS n = ROW_COUNT;
+    WITH gone AS (DELETE FROM cdp.event_data e WHERE e.event = r.event AND e.occurred_at < now() - r.keep
+                  RETURNING e.event_id, e.message_id),
+         ids AS (DELETE FROM cdp.message_ids m USING gone
+                  WHERE m.message_id = gone.message_id AND m.event_id = gone.event_id)
+    SELECT count(*) INTO n FROM gone;
     per := per || jsonb_build_object(r.event, n);
     total := total + n;
   END LOOP;
   IF deflt IS NOT NULL THEN
-    DELETE FROM cdp.event_data e
-     WHERE e.occurred_at < now() - deflt AND e.type NOT IN ('identify', 'alias')
-       AND NOT EXISTS (SELECT 1 FROM cdp.retention x WHERE x.event = e.event);
-    GET DIAGNOSTICS n = ROW_COUNT;
+    WITH gone AS (DELETE FROM cdp.event_data e
+                   WHERE e.occurred_at < now() - deflt AND e.type NOT IN ('identify', 'alias')
+                     AND NOT EXISTS (SELECT 1 FROM cdp.retention x WHERE x.event = e.event)
+                  RETURNING e.event_id, e.message_id),
+         ids AS (DELETE FROM cdp.message_ids m USING gone
+                  WHERE m.message_id = gone.message_id AND m.event_id = gone.event_id)
+    SELECT count(*) INTO n FROM gone;
     per := per || jsonb_build_object('default', n);
     total := total + n;
   END IF;

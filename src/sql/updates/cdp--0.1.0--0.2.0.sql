@@ -732,3 +732,117 @@ COMMENT ON FUNCTION cdp.create_event_partitions(integer) IS
 
 REVOKE EXECUTE ON FUNCTION cdp.create_event_partitions(integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION cdp.create_event_partitions(integer) TO cdp_admin;
+
+
+-- ---- retention: message ids go with their events ----
+-- cdp.apply_retention() left the message ids of the events it deleted (they
+-- piled up for ever); erasure found them by a scan of every message id.
+CREATE OR REPLACE FUNCTION cdp.apply_retention() RETURNS jsonb
+  LANGUAGE plpgsql SECURITY DEFINER
+  SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  r record;
+  n bigint;
+  total bigint := 0;
+  per jsonb := '{}';
+  deflt interval := (SELECT max(p.retention) FROM cdp.purposes p);
+BEGIN
+  -- Each deleted event takes its message id along (looked up by key): the
+  -- ids would otherwise pile up for ever, for events no longer stored.
+  FOR r IN SELECT * FROM cdp.retention ORDER BY event LOOP
+    WITH gone AS (DELETE FROM cdp.event_data e WHERE e.event = r.event AND e.occurred_at < now() - r.keep
+                  RETURNING e.event_id, e.message_id),
+         ids AS (DELETE FROM cdp.message_ids m USING gone
+                  WHERE m.message_id = gone.message_id AND m.event_id = gone.event_id)
+    SELECT count(*) INTO n FROM gone;
+    per := per || jsonb_build_object(r.event, n);
+    total := total + n;
+  END LOOP;
+  IF deflt IS NOT NULL THEN
+    WITH gone AS (DELETE FROM cdp.event_data e
+                   WHERE e.occurred_at < now() - deflt AND e.type NOT IN ('identify', 'alias')
+                     AND NOT EXISTS (SELECT 1 FROM cdp.retention x WHERE x.event = e.event)
+                  RETURNING e.event_id, e.message_id),
+         ids AS (DELETE FROM cdp.message_ids m USING gone
+                  WHERE m.message_id = gone.message_id AND m.event_id = gone.event_id)
+    SELECT count(*) INTO n FROM gone;
+    per := per || jsonb_build_object('default', n);
+    total := total + n;
+  END IF;
+  RETURN jsonb_build_object('deleted', total, 'by_rule', per, 'default_keep', deflt, 'applied_at', now());
+END $$;
+COMMENT ON FUNCTION cdp.apply_retention() IS
+  'Delete events older than their retention: the cdp.retention rule of their name, else the longest purpose retention (identify and alias events only by an explicit rule)';
+
+CREATE OR REPLACE FUNCTION cdp.erase_subject(subject cdp.identifier, reason text) RETURNS jsonb
+  LANGUAGE plpgsql SECURITY DEFINER
+  SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  pid bigint;
+  ids cdp.identifier[];
+  pids bigint[];
+  hashes text[];
+  erasure bigint;
+  n_events bigint;
+  n_ledger bigint;
+BEGIN
+  IF reason IS NULL OR btrim(reason) = '' THEN
+    RAISE EXCEPTION 'an erasure needs a reason'
+      USING ERRCODE = 'invalid_parameter_value', HINT = 'E.g. ''Art. 17 request of 2026-11-22, ticket 4711''.';
+  END IF;
+  PERFORM cdp._lock_identity();
+
+  pid := cdp.profile_of(subject);
+  IF pid IS NULL THEN
+    ids := ARRAY[subject];
+    pids := '{}';
+  ELSE
+    SELECT array_agg(i.identifier) INTO ids FROM cdp.identity_data i WHERE i.profile_id = pid;
+    SELECT array_agg(p.profile_id) INTO pids FROM cdp.profile_data p WHERE p.profile_id = pid OR p.merged_into = pid;
+  END IF;
+  SELECT array_agg(DISTINCT cdp._identifier_sha256(x) ORDER BY cdp._identifier_sha256(x)) INTO hashes FROM unnest(ids) x;
+
+  -- Events of other people that carried one of these identifiers (dropped
+  -- there by a rule) keep the event but lose the identifier.
+  UPDATE cdp.event_data e SET identifiers = (SELECT coalesce(array_agg(x), '{}') FROM unnest(e.identifiers) x
+                                              WHERE NOT x OPERATOR(cdp.=) ANY (ids))
+   WHERE e.event_id IN (SELECT c.event_id FROM cdp.identity_conflicts c WHERE c.identifier OPERATOR(cdp.=) ANY (ids))
+     AND e.profile_id <> ALL (pids);
+
+  DELETE FROM cdp.message_ids m USING cdp.event_data e
+   WHERE e.profile_id = ANY (pids) AND m.message_id = e.message_id AND m.event_id = e.event_id;
+  DELETE FROM cdp.event_data e WHERE e.profile_id = ANY (pids);
+  GET DIAGNOSTICS n_events = ROW_COUNT;
+  DELETE FROM cdp.identity_conflicts c WHERE c.profile_id = ANY (pids) OR c.identifier OPERATOR(cdp.=) ANY (ids);
+  DELETE FROM cdp.merges m WHERE m.profile_id = ANY (pids) OR m.merged_profile_id = ANY (pids);
+  DELETE FROM cdp.trait_data t WHERE t.profile_id = ANY (pids);
+  DELETE FROM cdp.identity_data i WHERE i.profile_id = ANY (pids) OR i.identifier OPERATOR(cdp.=) ANY (ids);
+  DELETE FROM cdp.consent_state s WHERE s.profile_id = ANY (pids);
+  DELETE FROM cdp.profile_data p WHERE p.profile_id = ANY (pids);
+  -- Computed traits go now; memberships leave through the audience pass,
+  -- which logs the exits (destinations must hear of them).
+  DELETE FROM cdp.computed_trait_state s WHERE s.profile_id = ANY (pids);
+  DELETE FROM cdp.computed_trait_values v WHERE v.profile_id = ANY (pids);
+  IF cardinality(pids) > 0 THEN
+    INSERT INTO cdp.journal (kind, profile_ids) VALUES ('erased', pids);
+  END IF;
+
+  -- The person's decisions are those recorded for their identifiers (the
+  -- profile an entry was recorded under may since have been split).
+  PERFORM set_config('cdp.erasure_in_progress', 'on', true);
+  DELETE FROM cdp.consent_data l WHERE l.subject OPERATOR(cdp.=) ANY (ids);
+  GET DIAGNOSTICS n_ledger = ROW_COUNT;
+  PERFORM set_config('cdp.erasure_in_progress', 'off', true);
+
+  INSERT INTO cdp.erasures (reason, identifier_hashes) VALUES (reason, hashes) RETURNING erasure_id INTO erasure;
+  INSERT INTO cdp.suppressed_identifiers (identifier_hash, erasure_id)
+  SELECT h, erasure FROM unnest(hashes) h ON CONFLICT (identifier_hash) DO UPDATE SET erasure_id = excluded.erasure_id;
+
+  RETURN jsonb_build_object('erasure_id', erasure, 'profiles', cardinality(pids), 'identifiers', cardinality(ids),
+                            'events', n_events, 'ledger_entries', n_ledger, 'suppressed', cardinality(hashes));
+END $$;
+COMMENT ON FUNCTION cdp.erase_subject(cdp.identifier, text) IS
+  'Erase the person an identifier belongs to (GDPR Art. 17): events, identifiers, traits, merges, consent ledger and everything derived; keeps only an erasure record (SHA-256 of the identifiers, date, reason) and suppresses the identifiers for future ingestion';
+

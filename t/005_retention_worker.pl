@@ -60,5 +60,22 @@ $reader->query_safe('COMMIT;');
 $reader->quit;
 is($node->safe_psql('postgres', q{SELECT cdp.create_event_partitions(1)}), '1', 'the next call creates it');
 
+# A library newer than the installed SQL (0.1.0, before ALTER EXTENSION
+# UPDATE): the pass skips what the old install does not have and still
+# applies retention.
+$node->safe_psql('postgres', q{CREATE DATABASE old});
+$node->safe_psql('old', q{
+CREATE EXTENSION cdp VERSION '0.1.0';
+SELECT cdp.track('{user_id:o1}', 'Page Viewed', '{}', now() - interval '200 days');
+SELECT cdp.set_retention('Page Viewed', '90 days');
+});
+$node->safe_psql('postgres', q{ALTER SYSTEM SET cdp.database = 'old'; ALTER SYSTEM SET cdp.retention_naptime = '1s'});
+my $log_offset = -s $node->logfile;
+$node->restart;
+ok($node->poll_query_until('old', q{SELECT count(*) = 0 FROM cdp.events WHERE event = 'Page Viewed'}),
+	'with the 0.1.0 install, the worker still applies retention');
+ok(!$node->log_contains(qr/create_event_partitions|cdp worker: retention pass/, $log_offset),
+	'without failing its pass on what 0.1.0 lacks');
+
 $node->stop;
 done_testing();

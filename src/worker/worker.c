@@ -445,9 +445,18 @@ retention_pass(bool *more)
 	bool		isnull;
 	int64		deleted;
 
-	pgstat_report_activity(STATE_RUNNING, "SELECT cdp.create_event_partitions()");
-	if (SPI_execute("SELECT cdp.create_event_partitions()", false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "cdp worker: cdp.create_event_partitions() failed");
+	/*
+	 * (Not there while an install older than 0.2.0 waits for ALTER EXTENSION
+	 * UPDATE: retention still runs meanwhile.)
+	 */
+	if (SPI_execute("SELECT FROM pg_catalog.pg_proc "
+					"WHERE oid = pg_catalog.to_regprocedure('cdp.create_event_partitions(integer)')",
+					true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+	{
+		pgstat_report_activity(STATE_RUNNING, "SELECT cdp.create_event_partitions()");
+		if (SPI_execute("SELECT cdp.create_event_partitions()", false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "cdp worker: cdp.create_event_partitions() failed");
+	}
 	pgstat_report_activity(STATE_RUNNING, "SELECT cdp.apply_retention()");
 	if (SPI_execute("SELECT (cdp.apply_retention() ->> 'deleted')::bigint", false, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)

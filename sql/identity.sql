@@ -75,6 +75,11 @@ SELECT j.kind, j.value,
 SELECT count(*) AS profiles, count(*) FILTER (WHERE cardinality(identifiers) = 1) AS with_one_identifier FROM cdp.profiles;
 SELECT count(*) AS junk_attached FROM cdp.identity_data WHERE kind <> 'email';
 SELECT identifier, count(*), min(detail) FROM cdp.identity_conflicts WHERE reason = 'blocked' GROUP BY identifier ORDER BY identifier;
+-- Blocked values match in any case; values that only share a blocked value's
+-- first letter or length are not junk.
+SELECT u.v, cdp.identify(ARRAY[cdp.identifier('user_id', u.v), cdp.identifier('email', 'l' || u.n || '@example.com')]) AS profile
+  FROM unnest(ARRAY['UnDeFiNeD', 'undefinex', 'nulx', 'Nonesuch', 'NONE', '-2', 'Test@Test.Com']) WITH ORDINALITY AS u(v, n);
+SELECT identifier FROM cdp.identity_data WHERE kind = 'user_id' ORDER BY identifier;
 -- A message with nothing but junk is rejected, saying why.
 SELECT cdp.identify('{user_id:null}');
 SELECT cdp.track('{}', 'Nothing');

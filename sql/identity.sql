@@ -75,6 +75,11 @@ SELECT j.kind, j.value,
 SELECT count(*) AS profiles, count(*) FILTER (WHERE cardinality(identifiers) = 1) AS with_one_identifier FROM cdp.profiles;
 SELECT count(*) AS junk_attached FROM cdp.identity_data WHERE kind <> 'email';
 SELECT identifier, count(*), min(detail) FROM cdp.identity_conflicts WHERE reason = 'blocked' GROUP BY identifier ORDER BY identifier;
+-- Blocked values match in any case; values that only share a blocked value's
+-- first letter or length are not junk.
+SELECT u.v, cdp.identify(ARRAY[cdp.identifier('user_id', u.v), cdp.identifier('email', 'l' || u.n || '@example.com')]) AS profile
+  FROM unnest(ARRAY['UnDeFiNeD', 'undefinex', 'nulx', 'Nonesuch', 'NONE', '-2', 'Test@Test.Com']) WITH ORDINALITY AS u(v, n);
+SELECT identifier FROM cdp.identity_data WHERE kind = 'user_id' ORDER BY identifier;
 -- A message with nothing but junk is rejected, saying why.
 SELECT cdp.identify('{user_id:null}');
 SELECT cdp.track('{}', 'Nothing');
@@ -201,11 +206,11 @@ SELECT cdp.identify('{crm_id:K-2,phone:+49 30 1234567}');
 SELECT cdp.identify('{email:desk@shop.example,phone:+49 30 1234567}');   -- crm_id limit: refused
 SELECT * FROM pg_temp.graph();
 UPDATE cdp.identity_rules SET max_per_profile = NULL WHERE kind = 'crm_id';
-SELECT cdp.restitch() - 'duration_ms' - 'replay_ms' - 'write_ms';
+SELECT cdp.restitch() - 'duration_ms' - 'replay_ms' - 'write_ms' - 'phases_ms';
 SELECT * FROM pg_temp.graph();
 UPDATE cdp.identity_rules SET max_per_profile = 1 WHERE kind = 'crm_id';
 UPDATE cdp.identity_rules SET blocked_values = '{desk@shop.example}' WHERE kind = 'email';
-SELECT cdp.restitch() - 'duration_ms' - 'replay_ms' - 'write_ms';
+SELECT cdp.restitch() - 'duration_ms' - 'replay_ms' - 'write_ms' - 'phases_ms';
 SELECT * FROM pg_temp.graph();
 UPDATE cdp.identity_rules SET blocked_values = '{}' WHERE kind = 'email';
 -- Rules are validated.
@@ -263,7 +268,9 @@ CREATE TEMP TABLE before_events AS SELECT event_id, profile_id, identifiers::tex
 CREATE TEMP TABLE before_merges AS SELECT profile_id, merged_profile_id, event_id, merged_at, cause FROM cdp.merges;
 CREATE TEMP TABLE before_conflicts AS SELECT event_id, profile_id, identifier::text, reason, detail FROM cdp.identity_conflicts;
 CREATE TEMP TABLE before_traits AS SELECT * FROM cdp.trait_data;
-SELECT (cdp.restitch() - 'duration_ms') ?& ARRAY['events', 'profiles', 'identifiers', 'merges', 'conflicts'] AS reported;
+SELECT (r - 'duration_ms') ?& ARRAY['events', 'profiles', 'identifiers', 'merges', 'conflicts', 'phases_ms']
+       AND (r->'phases_ms') ?& ARRAY['read', 'sort', 'apply', 'identifiers', 'profiles', 'rest'] AS reported
+  FROM cdp.restitch() r;
 SELECT 'profiles' AS what, count(*) AS differences FROM (
   (SELECT * FROM before_profiles EXCEPT ALL SELECT profile_id, merged_into, traits, created_at, updated_at FROM cdp.profile_data)
   UNION ALL (SELECT profile_id, merged_into, traits, created_at, updated_at FROM cdp.profile_data EXCEPT ALL SELECT * FROM before_profiles)) d

@@ -30,6 +30,8 @@ typedef struct RuleKind
 	int			priority;
 	int			max_per_profile;	/* 0: no limit */
 	List	   *blocked_values; /* char *, compared case-insensitively */
+	uint64		blocked_lens;	/* bit n: a blocked value of n bytes (63: or more) */
+	bool		blocked_first[256]; /* a blocked value starts with this byte (any case) */
 	text	   *blocked_pattern;	/* NULL: none */
 	regex_t    *blocked_re;		/* blocked_pattern compiled, on first use */
 } RuleKind;

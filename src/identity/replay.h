@@ -13,6 +13,7 @@
 #include "access/tupdesc.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
+#include "portability/instr_time.h"
 #include "utils/builtins.h"
 
 #include "identity/graph.h"
@@ -52,10 +53,24 @@ typedef struct Replay
 	struct RecentIdent *recent; /* identifiers read lately, by hash */
 } Replay;
 
+/* Where a rebuild's time goes (cdp.restitch() reports it as phases_ms). */
+typedef enum RebuildPhase
+{
+	PHASE_READ,					/* reading the events, interning identifiers */
+	PHASE_SORT,					/* ordering them by event id */
+	PHASE_APPLY,				/* replaying them through the engine */
+	PHASE_IDENTIFIERS,			/* comparing (and writing) identity_data */
+	PHASE_PROFILES,				/* profile_data */
+	PHASE_REST,					/* events, traits, merges, conflicts, journal */
+	REBUILD_NPHASES
+} RebuildPhase;
+
 typedef struct RebuildStats
 {
 	double		read_ms;		/* reading and replaying the events */
 	double		write_ms;		/* comparing and writing the differences */
+	double		phase_ms[REBUILD_NPHASES];
+	instr_time	phase_start;	/* when the current phase began */
 	int64		events;
 	int64		events_moved;
 	int64		events_removed;
@@ -65,6 +80,20 @@ typedef struct RebuildStats
 	int64		conflicts;
 	int64		rows_written;
 } RebuildStats;
+
+/* The current phase ends now (and the next begins). */
+static inline void
+phase_end(RebuildStats *st, RebuildPhase phase)
+{
+	instr_time	now;
+	instr_time	elapsed;
+
+	INSTR_TIME_SET_CURRENT(now);
+	elapsed = now;
+	INSTR_TIME_SUBTRACT(elapsed, st->phase_start);
+	st->phase_ms[phase] += INSTR_TIME_GET_MILLISEC(elapsed);
+	st->phase_start = now;
+}
 
 /* restitch.c */
 typedef void (*RowFn) (Replay *r, HeapTuple tup, TupleDesc desc, void *arg);

@@ -357,7 +357,7 @@ list_in_event_order(Graph *g, GraphIdent *id, int64 *n)
  * and replay them.
  */
 static void
-replay(Replay *r)
+replay(Replay *r, RebuildStats *st)
 {
 	int64		nlisted = 0;
 
@@ -373,7 +373,9 @@ replay(Replay *r)
 					 1, &type, &r->scope, read_event_row, NULL);
 	}
 	intern_pending(r);
+	phase_end(st, PHASE_READ);
 	sort_events(r->events, r->nevents);
+	phase_end(st, PHASE_SORT);
 
 	for (int64 i = 0; i < r->nevents; i++)
 	{
@@ -394,6 +396,7 @@ replay(Replay *r)
 	}
 	if (nlisted != r->g->nidents)
 		elog(ERROR, "cdp: replay listed " INT64_FORMAT " of " INT64_FORMAT " identifiers", nlisted, r->g->nidents);
+	phase_end(st, PHASE_APPLY);
 }
 
 static int
@@ -464,6 +467,7 @@ cdp_restitch(PG_FUNCTION_ARGS)
 	bool		isnull;
 
 	INSTR_TIME_SET_CURRENT(start);
+	st.phase_start = start;
 	identity_lock_graph(true);
 
 	SPI_connect();
@@ -480,7 +484,7 @@ cdp_restitch(PG_FUNCTION_ARGS)
 	for (int i = 0; i < 3; i++)
 		expected[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, i + 1, &isnull));
 	r = replay_create(rules_load(), expected[0], expected[1], expected[2], true);
-	replay(r);
+	replay(r, &st);
 	st.read_ms = ms_since(start);
 	write_rebuild(r, &st);
 	st.write_ms = ms_since(start) - st.read_ms;
@@ -490,8 +494,12 @@ cdp_restitch(PG_FUNCTION_ARGS)
 	initStringInfo(&buf);
 	appendStringInfoChar(&buf, '{');
 	append_stats(&buf, &st);
-	appendStringInfo(&buf, ", \"replay_ms\": %.1f, \"write_ms\": %.1f, \"duration_ms\": %.1f}",
-					 st.read_ms, st.write_ms, ms_since(start));
+	appendStringInfo(&buf, ", \"replay_ms\": %.1f, \"write_ms\": %.1f, \"duration_ms\": %.1f, "
+					 "\"phases_ms\": {\"read\": %.1f, \"sort\": %.1f, \"apply\": %.1f, "
+					 "\"identifiers\": %.1f, \"profiles\": %.1f, \"rest\": %.1f}}",
+					 st.read_ms, st.write_ms, ms_since(start),
+					 st.phase_ms[PHASE_READ], st.phase_ms[PHASE_SORT], st.phase_ms[PHASE_APPLY],
+					 st.phase_ms[PHASE_IDENTIFIERS], st.phase_ms[PHASE_PROFILES], st.phase_ms[PHASE_REST]);
 	MemoryContextDelete(work);
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
 }
@@ -608,7 +616,8 @@ cdp_forget_identifier(PG_FUNCTION_ARGS)
 	r = replay_create(rules_load(), 1024, 1024, 1024, false);
 	r->scope = scope;
 	r->scope_all = scope_all;
-	replay(r);
+	INSTR_TIME_SET_CURRENT(st.phase_start);
+	replay(r, &st);
 	write_rebuild(r, &st);
 
 	/* The live profiles the replay left, including ones a split created. */

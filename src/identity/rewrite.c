@@ -913,7 +913,9 @@ write_rebuild(Replay *r, RebuildStats *st)
 	ListCell   *lc;
 
 	write_identifiers(r, &idchanges, st);
+	phase_end(st, PHASE_IDENTIFIERS);
 	write_profiles(r, &d, st);
+	phase_end(st, PHASE_PROFILES);
 	write_events(r, &d, st);
 	write_traits(r, &d);
 	write_merges(r, st);
@@ -925,5 +927,6 @@ write_rebuild(Replay *r, RebuildStats *st)
 	foreach(lc, d.changed_profiles)
 		ids[n++] = *(int64 *) lfirst(lc);
 	identity_changed(ids, n, true);
+	phase_end(st, PHASE_REST);
 }
 

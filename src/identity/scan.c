@@ -10,6 +10,12 @@
  * asked for, and handed over as Datums that point into the buffer page
  * (valid only during the callback).
  *
+ * Every table is read through a small ring of buffers (a bulk-read
+ * strategy), as PostgreSQL reads tables larger than a quarter of shared
+ * buffers: a rebuild reads each page once, and pages not cached already
+ * should not evict the working set of ingestion and audiences -- nor make
+ * the rebuild itself write out the dirty buffers they would replace.
+ *
  * Visibility is what a SPI query at the same point would see: a fresh
  * snapshot in READ COMMITTED, taken after the caller's locks, which
  * includes the transaction's own earlier writes.
@@ -28,6 +34,7 @@
 #include "catalog/pg_inherits.h"
 #include "executor/tuptable.h"
 #include "miscadmin.h"
+#include "storage/bufmgr.h"
 #include "utils/acl.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -62,6 +69,13 @@ scan_one(Relation rel, int ncols, const char *const *columns, Snapshot snapshot,
 	if (rel->rd_tableam == GetHeapamTableAmRoutine())
 	{
 		HeapTuple	tup;
+
+		/*
+		 * heapam chose a ring for a large table already; give a smaller one
+		 * the same (heap_endscan() frees it).
+		 */
+		if (((HeapScanDesc) scan)->rs_strategy == NULL)
+			((HeapScanDesc) scan)->rs_strategy = GetAccessStrategy(BAS_BULKREAD);
 
 		/*
 		 * heap_getnext() rather than a slot: no buffer pin per row.  The

@@ -152,8 +152,8 @@ BEGIN
   END IF;
 END $$;
 
--- 8. Consent-aware reads.  Profile 1 (Ada): analytics granted, email withdrawn;
--- profile 4 (web-7) and the rest: no analytics consent.
+-- 8. Consent-aware reads.  What is granted now (profile 1 is Ada: analytics
+-- and email); a purpose not listed for a profile reads as no consent.
 SELECT profile_id, purpose FROM cdp.consents WHERE granted ORDER BY 1, 2;
 -- The decisions are also on the profile rows, each purpose at its slot:
 -- infinity is granted without expiry, a time granted until then (the

@@ -170,6 +170,73 @@ text_bytes_cmp(const void *a, const void *b)
 	return c != 0 ? c : (lx > ly) - (lx < ly);
 }
 
+typedef enum WindowAggregate
+{
+	WA_COUNT,
+	WA_SUM,
+	WA_AVG,
+	WA_MIN,
+	WA_MAX,
+	WA_FIRST,
+	WA_LAST,
+	WA_COUNT_DISTINCT
+} WindowAggregate;
+
+static const char *const aggregate_names[] = {
+	[WA_COUNT] = "count", [WA_SUM] = "sum", [WA_AVG] = "avg", [WA_MIN] = "min", [WA_MAX] = "max",
+	[WA_FIRST] = "first", [WA_LAST] = "last", [WA_COUNT_DISTINCT] = "count_distinct"
+};
+
+static WindowAggregate
+window_aggregate(text *name)
+{
+	char	   *s = text_to_cstring(name);
+
+	for (int a = 0; a < (int) lengthof(aggregate_names); a++)
+		if (strcmp(s, aggregate_names[a]) == 0)
+			return (WindowAggregate) a;
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("unknown computed-trait aggregate \"%s\"", s),
+			 errhint("The aggregates are count, sum, avg, min, max, first, last and count_distinct.")));
+	pg_unreachable();
+}
+
+/* sum, avg, min or max of the numeric values inside; NULL when there are none. */
+static Numeric
+numeric_aggregate(const WindowEntries *w, TimestampTz cutoff, WindowAggregate agg)
+{
+	Numeric		acc = NULL;
+	int64		count = 0;
+
+	for (int i = 0; i < w->n; i++)
+	{
+		Numeric		v;
+
+		if (!inside(w, i, cutoff) || !has_value(w, i))
+			continue;
+		v = value_numeric(w, i);
+		count++;
+		if (acc == NULL)
+			acc = v;
+		else if (agg == WA_SUM || agg == WA_AVG)
+			acc = DatumGetNumeric(DirectFunctionCall2(numeric_add, NumericGetDatum(acc), NumericGetDatum(v)));
+		else
+		{
+			int			c = DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(v),
+															  NumericGetDatum(acc)));
+
+			if (agg == WA_MIN ? c < 0 : c > 0)
+				acc = v;
+		}
+	}
+	/* avg(numeric) divides the exact sum by the count with numeric_div. */
+	if (acc != NULL && agg == WA_AVG)
+		acc = DatumGetNumeric(DirectFunctionCall2(numeric_div, NumericGetDatum(acc),
+												  NumericGetDatum(int64_to_numeric(count))));
+	return acc;
+}
+
 PG_FUNCTION_INFO_V1(cdp_window_value);
 
 /*
@@ -179,96 +246,66 @@ PG_FUNCTION_INFO_V1(cdp_window_value);
 Datum
 cdp_window_value(PG_FUNCTION_ARGS)
 {
-	char	   *aggregate;
+	WindowAggregate agg;
 	TimestampTz cutoff;
 	WindowEntries w;
 	int64		count = 0;
-	Numeric		acc = NULL;
-	int			pick = -1;
-	int			i;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		PG_RETURN_NULL();
-	aggregate = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	agg = window_aggregate(PG_GETARG_TEXT_PP(0));
 	cutoff = PG_GETARG_TIMESTAMPTZ(1);
 	window_entries(fcinfo, 2, &w);
 
-	if (strcmp(aggregate, "count") == 0)
+	switch (agg)
 	{
-		for (i = 0; i < w.n; i++)
-			count += inside(&w, i, cutoff);
-		PG_RETURN_DATUM(jsonb_numeric_datum(int64_to_numeric(count)));
-	}
+		case WA_COUNT:
+			for (int i = 0; i < w.n; i++)
+				count += inside(&w, i, cutoff);
+			PG_RETURN_DATUM(jsonb_numeric_datum(int64_to_numeric(count)));
 
-	if (strcmp(aggregate, "sum") == 0 || strcmp(aggregate, "avg") == 0 ||
-		strcmp(aggregate, "min") == 0 || strcmp(aggregate, "max") == 0)
-	{
-		bool		is_sum = aggregate[0] == 's' || aggregate[0] == 'a';
-		bool		is_min = strcmp(aggregate, "min") == 0;
-
-		for (i = 0; i < w.n; i++)
-		{
-			Numeric		v;
-
-			if (!inside(&w, i, cutoff) || !has_value(&w, i))
-				continue;
-			v = value_numeric(&w, i);
-			count++;
-			if (acc == NULL)
-				acc = v;
-			else if (is_sum)
-				acc = DatumGetNumeric(DirectFunctionCall2(numeric_add, NumericGetDatum(acc),
-														  NumericGetDatum(v)));
-			else
+		case WA_SUM:
+		case WA_AVG:
+		case WA_MIN:
+		case WA_MAX:
 			{
-				int			c = DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(v),
-																  NumericGetDatum(acc)));
+				Numeric		result = numeric_aggregate(&w, cutoff, agg);
 
-				if (is_min ? c < 0 : c > 0)
-					acc = v;
+				if (result == NULL)
+					PG_RETURN_NULL();
+				PG_RETURN_DATUM(jsonb_numeric_datum(result));
 			}
-		}
-		if (acc == NULL)
-			PG_RETURN_NULL();
-		/* avg(numeric) divides the exact sum by the count with numeric_div. */
-		if (aggregate[0] == 'a')
-			acc = DatumGetNumeric(DirectFunctionCall2(numeric_div, NumericGetDatum(acc),
-													  NumericGetDatum(int64_to_numeric(count))));
-		PG_RETURN_DATUM(jsonb_numeric_datum(acc));
+
+		case WA_FIRST:
+		case WA_LAST:
+			{
+				int			sign = agg == WA_FIRST ? -1 : 1;
+				int			pick = -1;
+
+				for (int i = 0; i < w.n; i++)
+					if (inside(&w, i, cutoff) && (pick < 0 || entry_cmp(&w, i, pick) * sign > 0))
+						pick = i;
+				if (pick < 0 || !has_value(&w, pick))
+					PG_RETURN_NULL();
+				PG_RETURN_DATUM(jsonb_text_datum(w.vals[pick]));
+			}
+
+		case WA_COUNT_DISTINCT:
+			{
+				Datum	   *seen = palloc(sizeof(Datum) * Max(w.n, 1));
+				int			k = 0;
+
+				for (int i = 0; i < w.n; i++)
+					if (inside(&w, i, cutoff) && has_value(&w, i))
+						seen[k++] = w.vals[i];
+				if (k > 1)
+					qsort(seen, k, sizeof(Datum), text_bytes_cmp);
+				for (int i = 0; i < k; i++)
+					count += (i == 0 || text_bytes_cmp(&seen[i - 1], &seen[i]) != 0);
+				PG_RETURN_DATUM(jsonb_numeric_datum(int64_to_numeric(count)));
+			}
 	}
-
-	if (strcmp(aggregate, "first") == 0 || strcmp(aggregate, "last") == 0)
-	{
-		int			sign = aggregate[0] == 'f' ? -1 : 1;
-
-		for (i = 0; i < w.n; i++)
-			if (inside(&w, i, cutoff) && (pick < 0 || entry_cmp(&w, i, pick) * sign > 0))
-				pick = i;
-		if (pick < 0 || !has_value(&w, pick))
-			PG_RETURN_NULL();
-		PG_RETURN_DATUM(jsonb_text_datum(w.vals[pick]));
-	}
-
-	if (strcmp(aggregate, "count_distinct") == 0)
-	{
-		Datum	   *seen = palloc(sizeof(Datum) * Max(w.n, 1));
-		int			k = 0;
-
-		for (i = 0; i < w.n; i++)
-			if (inside(&w, i, cutoff) && has_value(&w, i))
-				seen[k++] = w.vals[i];
-		if (k > 1)
-			qsort(seen, k, sizeof(Datum), text_bytes_cmp);
-		for (i = 0; i < k; i++)
-			count += (i == 0 || text_bytes_cmp(&seen[i - 1], &seen[i]) != 0);
-		PG_RETURN_DATUM(jsonb_numeric_datum(int64_to_numeric(count)));
-	}
-
-	ereport(ERROR,
-			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("unknown computed-trait aggregate \"%s\"", aggregate),
-			 errhint("The aggregates are count, sum, avg, min, max, first, last and count_distinct.")));
-	PG_RETURN_NULL();			/* not reached */
+	pg_unreachable();
 }
 
 PG_FUNCTION_INFO_V1(cdp_window_oldest);

@@ -437,6 +437,21 @@ static const char *const event_columns[EV_NCOLUMNS] = {
 	"identifiers", "received_at", "source", "message_id"
 };
 
+/* Count each message once: a duplicate, rejected (it has an error) or accepted. */
+static void
+tally_messages(IngestStats *stats, const IngestMessage *msgs, int n)
+{
+	for (int i = 0; i < n; i++)
+	{
+		if (msgs[i].duplicate)
+			stats->duplicates++;
+		else if (msgs[i].error != NULL)
+			stats->rejected++;
+		else
+			stats->accepted++;
+	}
+}
+
 typedef struct EventRows
 {
 	Oid			rowtype;
@@ -452,21 +467,25 @@ event_rows_init(EventRows *er)
 {
 	Oid			rel = get_relname_relid("event_data", get_namespace_oid("cdp", false));
 
+	if (!OidIsValid(rel))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("table cdp.event_data does not exist"),
+				 errhint("Reinstall the extension: DROP EXTENSION cdp; CREATE EXTENSION cdp.")));
 	er->rowtype = get_rel_type_id(rel);
-	if (!OidIsValid(er->rowtype))
-		elog(ERROR, "cdp: table cdp.event_data has no row type");
 	er->desc = lookup_rowtype_tupdesc_copy(er->rowtype, -1);
 	er->values = palloc(sizeof(Datum) * er->desc->natts);
 	er->nulls = palloc(sizeof(bool) * er->desc->natts);
 	for (int c = 0; c < EV_NCOLUMNS; c++)
 	{
-		er->attno[c] = -1;
-		for (int a = 0; a < er->desc->natts; a++)
-			if (!TupleDescAttr(er->desc, a)->attisdropped &&
-				strcmp(NameStr(TupleDescAttr(er->desc, a)->attname), event_columns[c]) == 0)
-				er->attno[c] = a;
-		if (er->attno[c] < 0)
-			elog(ERROR, "cdp: table cdp.event_data has no column \"%s\"", event_columns[c]);
+		AttrNumber	attnum = get_attnum(rel, event_columns[c]);
+
+		if (attnum == InvalidAttrNumber)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("table cdp.event_data has no column \"%s\"", event_columns[c]),
+					 errhint("Bring the extension up to date: ALTER EXTENSION cdp UPDATE.")));
+		er->attno[c] = attnum - 1;
 	}
 	ab_init(&er->rows, er->rowtype);
 }
@@ -750,7 +769,7 @@ identity_process(IngestMessage *msgs, int n, IngestStats *stats)
 		}
 	if (nparsed == 0)
 	{
-		stats->rejected += n;	/* none parsed: each has its error */
+		tally_messages(stats, msgs, n);	/* none parsed: each has its error */
 		return;
 	}
 
@@ -805,15 +824,7 @@ identity_process(IngestMessage *msgs, int n, IngestStats *stats)
 	forget_rejected_message_ids(msgs, n);
 	notify_changes(g);
 
-	for (int i = 0; i < n; i++)
-	{
-		if (msgs[i].duplicate)
-			stats->duplicates++;
-		else if (msgs[i].error != NULL)
-			stats->rejected++;
-		else
-			stats->accepted++;
-	}
+	tally_messages(stats, msgs, n);
 	stats->new_profiles += g->nnew_profiles;
 	stats->merges += list_length(g->merges);
 	stats->conflicts += list_length(g->conflicts);

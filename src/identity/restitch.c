@@ -27,6 +27,8 @@
  */
 #include "postgres.h"
 
+#include "miscadmin.h"
+
 #include "access/detoast.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -383,6 +385,8 @@ replay(Replay *r, RebuildStats *st)
 		GraphMessage m;
 		const char *reject;
 
+		if ((i & 8191) == 0)
+			CHECK_FOR_INTERRUPTS();	/* millions of events: stay cancellable */
 		m.event_id = e->event_id;
 		m.occurred_at = e->occurred_at;
 		m.received_at = e->u.received_at;

@@ -188,8 +188,8 @@ CREATE TABLE cdp.inbox_rejects (
 COMMENT ON TABLE cdp.inbox_rejects IS 'Inbox messages that could not be ingested, with the reason; fix and re-insert into cdp.inbox to retry';
 
 -- Partitions of cdp.event_data, one per calendar month (UTC), created by
--- ingestion as needed.
-CREATE FUNCTION cdp._create_event_partition(month_start timestamptz) RETURNS void
+-- ingestion as needed.  True when this call created it.
+CREATE FUNCTION cdp._create_event_partition(month_start timestamptz) RETURNS boolean
   LANGUAGE plpgsql SECURITY DEFINER
   SET search_path = pg_catalog, pg_temp
 AS $$
@@ -199,7 +199,7 @@ DECLARE
   name text := format('event_data_%s', to_char(lo, 'YYYY_MM'));
 BEGIN
   IF to_regclass(format('cdp.%I', name)) IS NOT NULL THEN
-    RETURN;
+    RETURN false;
   END IF;
   EXECUTE format('CREATE TABLE cdp.%I PARTITION OF cdp.event_data FOR VALUES FROM (%L) TO (%L)',
                  name, lo AT TIME ZONE 'UTC', (lo + interval '1 month') AT TIME ZONE 'UTC');
@@ -207,11 +207,12 @@ BEGIN
   EXECUTE format('CREATE INDEX ON cdp.%I (event_id)', name);
   EXECUTE format('COMMENT ON TABLE cdp.%I IS %L', name,
                  format('Events that occurred in %s (UTC); a partition of cdp.event_data', to_char(lo, 'YYYY-MM')));
+  RETURN true;
 EXCEPTION WHEN duplicate_table OR unique_violation THEN
-  NULL;  -- a concurrent session created it first
+  RETURN false;  -- a concurrent session created it first
 END $$;
 COMMENT ON FUNCTION cdp._create_event_partition(timestamptz) IS
-  'Internal: create the cdp.event_data partition for the month starting at month_start (UTC)';
+  'Internal: create the cdp.event_data partition for the month starting at month_start (UTC) unless it exists; true when this call created it';
 
 -- Creating a partition locks cdp.event_data ACCESS EXCLUSIVE: done by
 -- ingestion at the first event of a month, it would wait for every query
@@ -238,11 +239,8 @@ BEGIN
   FOR month_start IN
     SELECT (date_trunc('month', now() AT TIME ZONE 'UTC') + make_interval(months => k)) AT TIME ZONE 'UTC'
       FROM generate_series(0, months_ahead) k LOOP
-    CONTINUE WHEN to_regclass(format('cdp.%I', 'event_data_' || to_char(month_start AT TIME ZONE 'UTC', 'YYYY_MM')))
-                  IS NOT NULL;
     BEGIN
-      PERFORM cdp._create_event_partition(month_start);
-      created := created + 1;
+      created := created + cdp._create_event_partition(month_start)::integer;
     EXCEPTION WHEN lock_not_available THEN
       RAISE WARNING 'cdp: the event partition for % was not created: cdp.event_data is in use',
                     to_char(month_start AT TIME ZONE 'UTC', 'YYYY-MM')

@@ -765,7 +765,7 @@ BEGIN
              WHERE r.consented AND NOT EXISTS (SELECT FROM cur WHERE cur.profile_id = r.profile_id)
             RETURNING profile_id),
     del AS (DELETE FROM cdp.audience_member_data m
-             WHERE m.audience_id = $2%s
+             WHERE m.audience_id = $2%4$s
                AND NOT EXISTS (SELECT FROM r WHERE r.profile_id = m.profile_id AND r.consented)
             RETURNING m.profile_id),
     log AS (INSERT INTO cdp.audience_change_data (profile_id, audience_id, change, reason, changed_at)
@@ -781,7 +781,7 @@ BEGIN
             RETURNING change_id, profile_id)
     SELECT coalesce(array_agg(log.change_id ORDER BY log.change_id), '{}'), coalesce(array_agg(log.profile_id), '{}')
       FROM log $q$,
-    consent, cdp._rule_source(NOT full_scan), a.expression, restrict_members, restrict_members)
+    consent, cdp._rule_source(NOT full_scan), a.expression, restrict_members)
   INTO change_ids, changed
   USING cand, a.audience_id, as_of, CASE WHEN full_scan THEN 'definition' ELSE 'rule' END, a.purpose, due;
 END $$;

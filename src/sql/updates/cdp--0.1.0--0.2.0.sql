@@ -274,7 +274,7 @@ BEGIN
              WHERE r.consented AND NOT EXISTS (SELECT FROM cur WHERE cur.profile_id = r.profile_id)
             RETURNING profile_id),
     del AS (DELETE FROM cdp.audience_member_data m
-             WHERE m.audience_id = $2%s
+             WHERE m.audience_id = $2%4$s
                AND NOT EXISTS (SELECT FROM r WHERE r.profile_id = m.profile_id AND r.consented)
             RETURNING m.profile_id),
     log AS (INSERT INTO cdp.audience_change_data (profile_id, audience_id, change, reason, changed_at)
@@ -290,7 +290,7 @@ BEGIN
             RETURNING change_id, profile_id)
     SELECT coalesce(array_agg(log.change_id ORDER BY log.change_id), '{}'), coalesce(array_agg(log.profile_id), '{}')
       FROM log $q$,
-    consent, cdp._rule_source(NOT full_scan), a.expression, restrict_members, restrict_members)
+    consent, cdp._rule_source(NOT full_scan), a.expression, restrict_members)
   INTO change_ids, changed
   USING cand, a.audience_id, as_of, CASE WHEN full_scan THEN 'definition' ELSE 'rule' END, a.purpose, due;
 END $$;
@@ -696,6 +696,35 @@ COMMENT ON FUNCTION cdp._trait_value_sql() IS 'Internal: SQL for a computed trai
 -- Creating a partition locks cdp.event_data exclusively; at the first event of
 -- a month ingestion waited for every query on events.  The worker's retention
 -- pass now creates the coming months' partitions ahead (C change in worker.c).
+-- cdp._create_event_partition() says whether it created the partition.
+DROP FUNCTION cdp._create_event_partition(timestamptz);
+CREATE FUNCTION cdp._create_event_partition(month_start timestamptz) RETURNS boolean
+  LANGUAGE plpgsql SECURITY DEFINER
+  SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  -- Month boundaries in UTC, whatever the session's time zone.
+  lo timestamp := date_trunc('month', month_start AT TIME ZONE 'UTC');
+  name text := format('event_data_%s', to_char(lo, 'YYYY_MM'));
+BEGIN
+  IF to_regclass(format('cdp.%I', name)) IS NOT NULL THEN
+    RETURN false;
+  END IF;
+  EXECUTE format('CREATE TABLE cdp.%I PARTITION OF cdp.event_data FOR VALUES FROM (%L) TO (%L)',
+                 name, lo AT TIME ZONE 'UTC', (lo + interval '1 month') AT TIME ZONE 'UTC');
+  EXECUTE format('ALTER TABLE cdp.%I ADD PRIMARY KEY (profile_id, event_id, occurred_at)', name);
+  EXECUTE format('CREATE INDEX ON cdp.%I (event_id)', name);
+  EXECUTE format('COMMENT ON TABLE cdp.%I IS %L', name,
+                 format('Events that occurred in %s (UTC); a partition of cdp.event_data', to_char(lo, 'YYYY-MM')));
+  RETURN true;
+EXCEPTION WHEN duplicate_table OR unique_violation THEN
+  RETURN false;  -- a concurrent session created it first
+END $$;
+COMMENT ON FUNCTION cdp._create_event_partition(timestamptz) IS
+  'Internal: create the cdp.event_data partition for the month starting at month_start (UTC) unless it exists; true when this call created it';
+REVOKE EXECUTE ON FUNCTION cdp._create_event_partition(timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION cdp._create_event_partition(timestamptz) TO cdp_admin;
+
 CREATE FUNCTION cdp.create_event_partitions(months_ahead integer DEFAULT 2) RETURNS integer
   LANGUAGE plpgsql SECURITY DEFINER
   SET search_path = pg_catalog, pg_temp
@@ -713,11 +742,8 @@ BEGIN
   FOR month_start IN
     SELECT (date_trunc('month', now() AT TIME ZONE 'UTC') + make_interval(months => k)) AT TIME ZONE 'UTC'
       FROM generate_series(0, months_ahead) k LOOP
-    CONTINUE WHEN to_regclass(format('cdp.%I', 'event_data_' || to_char(month_start AT TIME ZONE 'UTC', 'YYYY_MM')))
-                  IS NOT NULL;
     BEGIN
-      PERFORM cdp._create_event_partition(month_start);
-      created := created + 1;
+      created := created + cdp._create_event_partition(month_start)::integer;
     EXCEPTION WHEN lock_not_available THEN
       RAISE WARNING 'cdp: the event partition for % was not created: cdp.event_data is in use',
                     to_char(month_start AT TIME ZONE 'UTC', 'YYYY-MM')
@@ -729,7 +755,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION cdp.create_event_partitions(integer) IS
   'Create the cdp.event_data partitions of this month and the next months_ahead months (UTC) that do not exist yet, ahead of ingestion (the worker does it hourly); returns how many it created';
-
 REVOKE EXECUTE ON FUNCTION cdp.create_event_partitions(integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION cdp.create_event_partitions(integer) TO cdp_admin;
 

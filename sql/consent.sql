@@ -124,6 +124,10 @@ SET ROLE cdp_test_admin;
 INSERT INTO cdp.purposes (purpose, description, lawful_basis) VALUES ('admin_added', 'Added by an admin', 'contract')
 RETURNING purpose, slot;
 DELETE FROM cdp.purposes WHERE purpose = 'admin_added';
+-- A slot outside 1-1000 is refused (it would index an array nobody reads,
+-- or make every granting profile's row as long).
+INSERT INTO cdp.purposes (purpose, description, lawful_basis, slot) VALUES ('bad_slot', 'x', 'contract', 0);
+INSERT INTO cdp.purposes (purpose, description, lawful_basis, slot) VALUES ('bad_slot', 'x', 'contract', 1000000);
 RESET ROLE;
 
 -- reads(): per purpose, the profiles an analyst reading for it sees in

@@ -9,7 +9,9 @@ CREATE TABLE cdp.purposes (
   tcf_purposes integer[] NOT NULL DEFAULT '{}'
                CHECK (tcf_purposes <@ ARRAY[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]),
   retention    interval CHECK (retention > interval '0'),
-  slot         serial UNIQUE
+  -- (bounded: every granting profile's consent_until is as long as the
+  -- largest slot it grants)
+  slot         serial UNIQUE CHECK (slot BETWEEN 1 AND 1000)
 );
 COMMENT ON TABLE cdp.purposes IS
   'What customer data is used for, under which GDPR Art. 6 lawful basis, which IAB TCF v2.2 purposes it corresponds to, and how long events may be kept for it';

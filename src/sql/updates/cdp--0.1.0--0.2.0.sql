@@ -482,7 +482,7 @@ UPDATE cdp.purposes p SET slot = n.slot
 CREATE SEQUENCE cdp.purposes_slot_seq AS integer OWNED BY cdp.purposes.slot;
 SELECT pg_catalog.setval('cdp.purposes_slot_seq', greatest(max(slot), 4)) FROM cdp.purposes;
 ALTER TABLE cdp.purposes ALTER COLUMN slot SET DEFAULT nextval('cdp.purposes_slot_seq'),
-  ALTER COLUMN slot SET NOT NULL, ADD UNIQUE (slot);
+  ALTER COLUMN slot SET NOT NULL, ADD UNIQUE (slot), ADD CHECK (slot BETWEEN 1 AND 1000);
 COMMENT ON COLUMN cdp.purposes.slot IS
   'Where the purpose''s decision is kept in cdp.profile_data.consent_until; assigned when the purpose is added (the shipped purposes have 1-4) and never changed';
 REVOKE ALL ON SEQUENCE cdp.purposes_slot_seq FROM PUBLIC;

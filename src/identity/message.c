@@ -433,13 +433,7 @@ keep_string(const char *s)
 static Jsonb *
 keep_jsonb(const Jsonb *j)
 {
-	Jsonb	   *copy;
-
-	if (j == NULL)
-		return NULL;
-	copy = palloc(VARSIZE(j));
-	memcpy(copy, j, VARSIZE(j));
-	return copy;
+	return j == NULL ? NULL : DatumGetJsonbPCopy(JsonbPGetDatum(j));
 }
 
 /*

@@ -319,7 +319,12 @@ write_identifiers(Replay *r, Diff *changes, RebuildStats *st)
 		exec_args("DELETE FROM cdp.identity_data WHERE identifier OPERATOR(cdp.=) ANY ($1)", 1, &identarr, &arg);
 	}
 
-	/* In the graph's order, not sorted: the next restitch then compares in one pass. */
+	/*
+	 * In the graph's order, not sorted: the next restitch then compares in
+	 * one pass.  Rows are therefore locked in no fixed order; that cannot
+	 * deadlock only because every caller holds the identity graph lock
+	 * exclusively (identity_lock_graph(true)).
+	 */
 	ab_init(&a1, identifier_type_oid());
 	ab_init(&a2, TEXTOID);
 	ab_init(&a3, INT8OID);

@@ -72,7 +72,9 @@ scan_one(Relation rel, int ncols, const char *const *columns, Snapshot snapshot,
 
 		/*
 		 * heapam chose a ring for a large table already; give a smaller one
-		 * the same (heap_endscan() frees it).
+		 * the same (heap_endscan() frees it).  PostgreSQL 15 has no API for
+		 * this: it relies on heapam's scan descriptor, and a rescan would
+		 * reset it (this scan is never rescanned).
 		 */
 		if (((HeapScanDesc) scan)->rs_strategy == NULL)
 			((HeapScanDesc) scan)->rs_strategy = GetAccessStrategy(BAS_BULKREAD);

@@ -61,15 +61,14 @@ identity_drop_suppressed(IngestMessage *msgs, int n)
 	int			nfound;
 	int			k = 0;
 
-	store_exec(PLAN_ANY_SUPPRESSED, "SELECT FROM cdp.suppressed_identifiers LIMIT 1",
-			   0, NULL, NULL, NULL, false);
-	if (SPI_processed == 0)
-		return;
-
 	for (int i = 0; i < n; i++)
 		if (msgs[i].error == NULL)
 			k += msgs[i].nids;
 	if (k == 0)
+		return;
+	store_exec(PLAN_ANY_SUPPRESSED, "SELECT FROM cdp.suppressed_identifiers LIMIT 1",
+			   0, NULL, NULL, NULL, false);
+	if (SPI_processed == 0)
 		return;
 	hex = palloc(sizeof(char *) * k);
 	k = 0;

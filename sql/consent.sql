@@ -252,6 +252,15 @@ SELECT * FROM pg_temp.reads() WHERE purpose IN ('advertising', 'personalization'
 SELECT cdp.restitch() IS NOT NULL AS rebuilt;
 SELECT * FROM pg_temp.reads();
 
+-- Decisions lost around cdp's functions (or profile rows restored from a
+-- dump taken before 0.2.0, which have no consent_until): analysts would see
+-- nobody.  cdp.refresh_consents() derives both copies from the ledger again.
+DELETE FROM cdp.consent_state;
+UPDATE cdp.profile_data SET consent_until = '{}';
+SELECT count(*) AS profiles_with_grants FROM cdp.consents WHERE granted;
+SELECT cdp.refresh_consents() = (SELECT count(*) FROM cdp.profile_data WHERE merged_into IS NULL) AS every_live_profile;
+SELECT * FROM pg_temp.reads();
+
 DELETE FROM cdp.purposes WHERE purpose = 'basic_ads';   -- referenced: refused
 DROP FUNCTION pg_temp.peek(bigint), pg_temp.reads();
 DROP ROLE cdp_test_admin, cdp_test_writer, cdp_test_analyst, cdp_test_pii, cdp_test_nobody, cdp_test_bi;

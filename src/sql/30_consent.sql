@@ -145,6 +145,26 @@ END;
 COMMENT ON FUNCTION cdp._consent_refresh(bigint[]) IS
   'Internal: recompute the decisions of these profiles from the ledger (after consent is recorded or identifiers move), in cdp.consent_state and on the profile rows';
 
+-- Both copies of the decisions are derived from the ledger and kept by
+-- every write that changes them; this recomputes them for every live
+-- profile: after restoring a dump taken before 0.2.0 (whose profile rows
+-- carry no consent_until: analysts would see no profile), or to repair
+-- rows written around cdp's functions.
+CREATE FUNCTION cdp.refresh_consents() RETURNS bigint
+  LANGUAGE plpgsql SECURITY DEFINER
+  SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  live bigint[];
+BEGIN
+  PERFORM cdp._lock_identity();   -- no merge or decision moves a profile meanwhile
+  SELECT coalesce(array_agg(p.profile_id), '{}') INTO live FROM cdp.profile_data p WHERE p.merged_into IS NULL;
+  PERFORM cdp._consent_refresh(live);
+  RETURN cardinality(live);
+END $$;
+COMMENT ON FUNCTION cdp.refresh_consents() IS
+  'Recompute every live profile''s decisions in force from the consent ledger (cdp.consent_state and the profile rows); e.g. after restoring a dump taken before 0.2.0. Returns the number of profiles';
+
 CREATE FUNCTION cdp._check_purpose(purpose text) RETURNS void
   LANGUAGE plpgsql STABLE
   SET search_path = pg_catalog, pg_temp

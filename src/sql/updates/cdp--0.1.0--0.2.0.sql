@@ -871,3 +871,25 @@ END $$;
 COMMENT ON FUNCTION cdp.erase_subject(cdp.identifier, text) IS
   'Erase the person an identifier belongs to (GDPR Art. 17): events, identifiers, traits, merges, consent ledger and everything derived; keeps only an erasure record (SHA-256 of the identifiers, date, reason) and suppresses the identifiers for future ingestion';
 
+
+
+-- ---- consent: cdp.refresh_consents() ----
+-- Both copies of the decisions derived from the ledger again, for every live
+-- profile (e.g. after restoring a dump taken before 0.2.0).
+CREATE FUNCTION cdp.refresh_consents() RETURNS bigint
+  LANGUAGE plpgsql SECURITY DEFINER
+  SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  live bigint[];
+BEGIN
+  PERFORM cdp._lock_identity();   -- no merge or decision moves a profile meanwhile
+  SELECT coalesce(array_agg(p.profile_id), '{}') INTO live FROM cdp.profile_data p WHERE p.merged_into IS NULL;
+  PERFORM cdp._consent_refresh(live);
+  RETURN cardinality(live);
+END $$;
+COMMENT ON FUNCTION cdp.refresh_consents() IS
+  'Recompute every live profile''s decisions in force from the consent ledger (cdp.consent_state and the profile rows); e.g. after restoring a dump taken before 0.2.0. Returns the number of profiles';
+
+REVOKE EXECUTE ON FUNCTION cdp.refresh_consents() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION cdp.refresh_consents() TO cdp_admin;

@@ -220,6 +220,79 @@ SELECT cdp._window_value('sum', '2026-01-01', '{2026-01-02,2026-01-03}', '{1.50,
 SELECT cdp._window_value('sum', '2026-01-01', '{2026-01-02,2026-01-03}', '{1}', '{1,2}');
 SELECT cdp._window_value('median', '2026-01-01', '{}', '{}', '{}');
 
+-- A profile's trait state is one value (cdp._trait_state_agg folds events
+-- into it, cdp._trait_state_merge combines two).  Folding a profile's events
+-- in two parts and merging gives the state of folding them at once, for
+-- every aggregate with and without a window, on random events (NULL values,
+-- ties in time, repeated values); so do the values and due times computed
+-- from it.
+CREATE TEMP TABLE state_events AS
+SELECT c, i, t::integer, a, w,
+       timestamptz '2026-01-01' + (random() * 20)::int * interval '1 day' AS at,
+       1000 * c + i::bigint AS id,
+       CASE WHEN random() < 0.15 THEN NULL
+            ELSE ((random() * 40)::int - 10)::numeric / (10 ^ (random() * 3)::int)::numeric END::text AS v
+  FROM generate_series(1, 60) c, generate_series(1, 1 + (c % 7)) i,
+       unnest(ARRAY['count', 'sum', 'avg', 'min', 'max', 'first', 'last', 'count_distinct']) WITH ORDINALITY AS x(a, t),
+       unnest(ARRAY[false, true]) AS w;
+CREATE TEMP TABLE state_defs AS
+SELECT array_agg(t + 10 * w::int ORDER BY t + 10 * w::int) AS ids,
+       array_agg(a || CASE WHEN w THEN '_w' ELSE '' END ORDER BY t + 10 * w::int) AS names,
+       array_agg(a ORDER BY t + 10 * w::int) AS aggs,
+       array_agg(CASE WHEN w THEN interval '10 days' END ORDER BY t + 10 * w::int) AS windows
+  FROM (SELECT DISTINCT t, a, w FROM state_events) d;
+CREATE TEMP TABLE states AS
+SELECT c,
+       cdp._trait_state_agg(t + 10 * w::int, a, w, at, id, v) AS whole,
+       cdp._trait_state_agg(t + 10 * w::int, a, w, at, id, v) FILTER (WHERE i % 2 = 0) AS even,
+       cdp._trait_state_agg(t + 10 * w::int, a, w, at, id, v) FILTER (WHERE i % 2 = 1) AS odd
+  FROM state_events GROUP BY c;
+SELECT count(*) AS profiles,
+       count(*) FILTER (WHERE cdp._trait_state_json(cdp._trait_state_merge(even, odd))
+                              IS DISTINCT FROM cdp._trait_state_json(whole)) AS merged_differ,
+       count(*) FILTER (WHERE cdp._trait_state_json(cdp._trait_state_merge(odd, even))
+                              IS DISTINCT FROM cdp._trait_state_json(whole)) AS swapped_differ,
+       count(*) FILTER (WHERE (SELECT (r.vals::text, r.due) FROM state_defs d,
+                                      cdp._trait_state_apply(even, odd, '2026-01-15', d.ids, d.names, d.aggs, d.windows) r)
+                              IS DISTINCT FROM
+                              (SELECT (r.vals::text, r.due) FROM state_defs d,
+                                      cdp._trait_state_apply(whole, NULL, '2026-01-15', d.ids, d.names, d.aggs, d.windows) r))
+         AS values_differ
+  FROM states;
+-- The values are those of the aggregates over the events (window: those
+-- after as_of minus the window; first/last by time, then event id).
+SELECT count(*) AS checked, count(*) FILTER (WHERE got::text IS DISTINCT FROM want::text) AS differ
+  FROM (SELECT s.c, d.name, nullif(r.vals -> d.name, 'null') AS got,
+               CASE WHEN d.win IS NULL THEN pg_temp.window_ref(d.agg, '-infinity', e.ats, e.vals, e.ids)
+                    ELSE pg_temp.window_ref(d.agg, timestamptz '2026-01-15' - d.win, e.ats, e.vals, e.ids) END AS want,
+               d.agg, e.n_inside
+          FROM states s CROSS JOIN state_defs sd
+         CROSS JOIN LATERAL cdp._trait_state_apply(s.whole, NULL, '2026-01-15', sd.ids, sd.names, sd.aggs, sd.windows) r
+         CROSS JOIN LATERAL unnest(sd.ids, sd.names, sd.aggs, sd.windows) AS d(id, name, agg, win)
+         CROSS JOIN LATERAL (
+           SELECT array_agg(x.at ORDER BY x.i) AS ats, array_agg(x.v ORDER BY x.i) AS vals, array_agg(x.id ORDER BY x.i) AS ids,
+                  count(*) FILTER (WHERE d.win IS NULL OR x.at > timestamptz '2026-01-15' - d.win) AS n_inside
+             FROM state_events x WHERE x.c = s.c AND x.t + 10 * x.w::int = d.id
+              AND (x.v IS NOT NULL OR d.agg NOT IN ('sum', 'avg', 'min', 'max', 'count_distinct'))) e) q
+ -- a trait with no matching event (or none left inside its window) has no key
+ WHERE got IS NOT NULL OR n_inside > 0;
+-- Readable; dropped traits and expired entries leave the state when it is applied.
+SELECT jsonb_pretty(cdp._trait_state_json(
+         cdp._trait_state_agg(t, a, w, at, id, v ORDER BY t)))
+  FROM (VALUES (1, 'sum', false, timestamptz '2026-01-02', 11::bigint, '2.50'), (1, 'sum', false, '2026-01-03', 12, '1'),
+               (2, 'count_distinct', false, '2026-01-02', 11, 'b'), (2, 'count_distinct', false, '2026-01-03', 12, 'a'),
+               (2, 'count_distinct', false, '2026-01-04', 13, 'b'),
+               (3, 'last', true, '2026-01-05', 14, 'x'), (3, 'last', true, '2026-01-01', 10, 'y')) AS e(t, a, w, at, id, v);
+SELECT r.vals, r.due, cdp._trait_state_json(r.state) AS state
+  FROM cdp._trait_state_apply(
+         (SELECT cdp._trait_state_agg(t, a, w, at, id, v)
+            FROM (VALUES (1, 'sum', false, timestamptz '2026-01-02', 11::bigint, '2.50'),
+                         (3, 'last', true, '2026-01-05', 14, 'x'), (3, 'last', true, '2026-01-01', 10, 'y')) AS e(t, a, w, at, id, v)),
+         NULL, '2026-01-09', '{3}', '{last_w}', '{last}', '{7 days}') r;
+-- Damaged state is refused with a hint, not misread.
+SELECT cdp._trait_state_json('\x02'::bytea);
+SELECT cdp._trait_state_json('\x0101000000'::bytea);
+
 -- So does consent that expires.
 SELECT cdp.create_audience('aud_cy_mail', $$aud_any > 0 AND aud_flash = 0 AND traits->>'suite' = 'aud'$$, 'email_marketing') > 0 AS created;
 SELECT cdp.record_consent(cdp.identifier('email', 'aud-cy@example.com'), 'email_marketing', true, NULL, '{}',
@@ -236,7 +309,7 @@ SELECT cdp.record_consent(cdp.identifier('email', 'aud-cy@example.com'), 'email_
 SELECT (cdp.refresh_audiences() ->> 'errors')::int AS errors;
 SELECT pg_temp.members('aud_cy_mail') AS cy_mail;
 SELECT cdp.erase_subject(cdp.identifier('email', 'aud-cy@example.com'), 'test') ->> 'profiles' AS erased;
-SELECT count(*) AS left_over FROM cdp.computed_trait_state s
+SELECT count(*) AS left_over FROM cdp.computed_trait_values s
  WHERE NOT EXISTS (SELECT FROM cdp.profile_data p WHERE p.profile_id = s.profile_id);
 SELECT (cdp.refresh_audiences() ->> 'errors')::int AS errors;
 SELECT change, reason FROM cdp.audience_changes WHERE audience = 'aud_cy_mail' ORDER BY change_id DESC LIMIT 1;

@@ -1,20 +1,16 @@
 /*-------------------------------------------------------------------------
  *
  * window.c
- *	  The value of a rolling-window computed trait from its state.
+ *	  The value of a rolling-window computed trait from its entries.
  *
  * A trait with a window keeps one entry per matching event still inside
- * it: parallel arrays of when it occurred (ats), its event id (ids) and
- * the property value as text (vals).  Its value is the aggregate over the
- * entries after the cutoff (the pass's now() minus the window), and the
- * profile is due again when the oldest of those entries leaves the window.
+ * it: when it occurred, its event id and the property value as text (see
+ * state.c).  Its value is the aggregate over the entries after the cutoff
+ * (the pass's now() minus the window), and the profile is due again when
+ * the oldest of those entries leaves the window.  This computes exactly
+ * what these SQL aggregates over the entries inside would:
  *
- * Both were SQL subqueries over unnest() of the arrays, one executor
- * subplan per state row and value; in a pass they were most of the cost of
- * recomputing a profile's values.  These functions compute exactly what
- * the subqueries did:
- *
- *	count           count(*) of the entries inside
+ *	count           count(*)
  *	sum, avg        sum(v::numeric), avg(v::numeric)
  *	min, max        min(v::numeric), max(v::numeric)
  *	first, last     v of the entry with the least / greatest (at, id)
@@ -22,7 +18,9 @@
  *
  * NULL values are skipped as the aggregates skip them; the result is a
  * jsonb scalar as to_jsonb() makes it, or NULL (no entry, or first/last
- * whose value is NULL).
+ * whose value is NULL).  cdp._window_value() and cdp._window_oldest()
+ * expose the same code over parallel arrays, for the tests that compare it
+ * with the SQL it stands for.
  *
  *-------------------------------------------------------------------------
  */
@@ -36,17 +34,198 @@
 #include "utils/numeric.h"
 #include "utils/timestamp.h"
 
-/* The entries of one state row, deconstructed. */
-typedef struct WindowEntries
+#include "trait.h"
+
+static const char *const aggregate_names[] = {
+	[TA_COUNT] = "count", [TA_SUM] = "sum", [TA_AVG] = "avg", [TA_MIN] = "min", [TA_MAX] = "max",
+	[TA_FIRST] = "first", [TA_LAST] = "last", [TA_COUNT_DISTINCT] = "count_distinct"
+};
+
+TraitAggregate
+trait_aggregate(const char *name, int len)
 {
-	int			n;
-	Datum	   *ats;
-	bool	   *at_nulls;
-	Datum	   *vals;			/* NULL when the state has no vals array */
-	bool	   *val_nulls;
-	Datum	   *ids;			/* NULL when the state has no ids array */
-	bool	   *id_nulls;
-} WindowEntries;
+	for (int a = 0; a < (int) lengthof(aggregate_names); a++)
+		if (strlen(aggregate_names[a]) == (size_t) len && memcmp(name, aggregate_names[a], len) == 0)
+			return (TraitAggregate) a;
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("unknown computed-trait aggregate \"%.*s\"", len, name),
+			 errhint("The aggregates are count, sum, avg, min, max, first, last and count_distinct.")));
+	pg_unreachable();
+}
+
+/* Whether the aggregate reads its values as numbers (sum, avg, min, max). */
+bool
+trait_aggregate_numeric(TraitAggregate agg)
+{
+	return agg == TA_SUM || agg == TA_AVG || agg == TA_MIN || agg == TA_MAX;
+}
+
+/* (at, id) of a against b, NULL ids last as in ORDER BY. */
+int
+trait_entry_cmp(const TraitEntry *a, const TraitEntry *b)
+{
+	if (a->at != b->at)
+		return a->at < b->at ? -1 : 1;
+	if (a->id_null || b->id_null)
+		return (int) a->id_null - (int) b->id_null;
+	return a->id < b->id ? -1 : (a->id > b->id ? 1 : 0);
+}
+
+/* Text values compared as count(DISTINCT) does under a deterministic collation: by bytes. */
+int
+trait_text_cmp(const text *x, const text *y)
+{
+	int			lx = VARSIZE_ANY_EXHDR(x);
+	int			ly = VARSIZE_ANY_EXHDR(y);
+	int			c = memcmp(VARDATA_ANY(x), VARDATA_ANY(y), Min(lx, ly));
+
+	return c != 0 ? c : (lx > ly) - (lx < ly);
+}
+
+static int
+text_ptr_cmp(const void *a, const void *b)
+{
+	return trait_text_cmp(*(text *const *) a, *(text *const *) b);
+}
+
+/* A value as numeric (values of numeric aggregates were checked when folded). */
+Numeric
+trait_text_numeric(const text *t)
+{
+	char	   *s = text_to_cstring(t);
+
+	return DatumGetNumeric(DirectFunctionCall3(numeric_in, CStringGetDatum(s),
+											   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
+}
+
+static inline bool
+inside(const TraitEntry *e, TimestampTz cutoff)
+{
+	return !e->at_null && e->at > cutoff;
+}
+
+static void
+set_numeric(JsonbValue *v, Numeric num)
+{
+	v->type = jbvNumeric;
+	v->val.numeric = num;
+}
+
+/* sum, avg, min or max of the numeric values inside; NULL when there are none. */
+static Numeric
+numeric_aggregate(const TraitEntry *entries, int n, TimestampTz cutoff, TraitAggregate agg)
+{
+	Numeric		acc = NULL;
+	int64		count = 0;
+
+	for (int i = 0; i < n; i++)
+	{
+		Numeric		v;
+
+		if (!inside(&entries[i], cutoff) || entries[i].val == NULL)
+			continue;
+		v = trait_text_numeric(entries[i].val);
+		count++;
+		if (acc == NULL)
+			acc = v;
+		else if (agg == TA_SUM || agg == TA_AVG)
+			acc = DatumGetNumeric(DirectFunctionCall2(numeric_add, NumericGetDatum(acc), NumericGetDatum(v)));
+		else
+		{
+			int			c = DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(v),
+															  NumericGetDatum(acc)));
+
+			if (agg == TA_MIN ? c < 0 : c > 0)
+				acc = v;
+		}
+	}
+	/* avg(numeric) divides the exact sum by the count with numeric_div. */
+	if (acc != NULL && agg == TA_AVG)
+		acc = DatumGetNumeric(DirectFunctionCall2(numeric_div, NumericGetDatum(acc),
+												  NumericGetDatum(int64_to_numeric(count))));
+	return acc;
+}
+
+bool
+window_value(TraitAggregate agg, TimestampTz cutoff, const TraitEntry *entries, int n, JsonbValue *result)
+{
+	int64		count = 0;
+
+	switch (agg)
+	{
+		case TA_COUNT:
+			for (int i = 0; i < n; i++)
+				count += inside(&entries[i], cutoff);
+			set_numeric(result, int64_to_numeric(count));
+			return true;
+
+		case TA_SUM:
+		case TA_AVG:
+		case TA_MIN:
+		case TA_MAX:
+			{
+				Numeric		num = numeric_aggregate(entries, n, cutoff, agg);
+
+				if (num == NULL)
+					return false;
+				set_numeric(result, num);
+				return true;
+			}
+
+		case TA_FIRST:
+		case TA_LAST:
+			{
+				int			sign = agg == TA_FIRST ? -1 : 1;
+				const TraitEntry *pick = NULL;
+
+				for (int i = 0; i < n; i++)
+					if (inside(&entries[i], cutoff) &&
+						(pick == NULL || trait_entry_cmp(&entries[i], pick) * sign > 0))
+						pick = &entries[i];
+				if (pick == NULL || pick->val == NULL)
+					return false;
+				result->type = jbvString;
+				result->val.string.val = VARDATA_ANY(pick->val);
+				result->val.string.len = VARSIZE_ANY_EXHDR(pick->val);
+				return true;
+			}
+
+		case TA_COUNT_DISTINCT:
+			{
+				text	  **seen = palloc(sizeof(text *) * Max(n, 1));
+				int			k = 0;
+
+				for (int i = 0; i < n; i++)
+					if (inside(&entries[i], cutoff) && entries[i].val != NULL)
+						seen[k++] = entries[i].val;
+				if (k > 1)
+					qsort(seen, k, sizeof(text *), text_ptr_cmp);
+				for (int i = 0; i < k; i++)
+					count += (i == 0 || trait_text_cmp(seen[i - 1], seen[i]) != 0);
+				pfree(seen);
+				set_numeric(result, int64_to_numeric(count));
+				return true;
+			}
+	}
+	pg_unreachable();
+}
+
+bool
+window_oldest(TimestampTz cutoff, const TraitEntry *entries, int n, TimestampTz *oldest)
+{
+	bool		found = false;
+
+	for (int i = 0; i < n; i++)
+		if (inside(&entries[i], cutoff) && (!found || entries[i].at < *oldest))
+		{
+			*oldest = entries[i].at;
+			found = true;
+		}
+	return found;
+}
+
+/* SQL access over parallel arrays ------------------------------------ */
 
 /* Deconstruct one of the arrays; a NULL array is an empty one. */
 static int
@@ -76,165 +255,41 @@ array_elements(FunctionCallInfo fcinfo, int argno, Oid elmtype, Datum **elems, b
 	return n;
 }
 
-/* The arguments (cutoff, ats, vals, ids) from argno on. */
-static void
-window_entries(FunctionCallInfo fcinfo, int argno, WindowEntries *w)
+/* The entries from the arrays (ats, vals, ids) from argno on. */
+static TraitEntry *
+array_entries(FunctionCallInfo fcinfo, int argno, int *n)
 {
-	int			nvals;
-	int			nids;
+	Datum	   *ats,
+			   *vals,
+			   *ids;
+	bool	   *at_nulls,
+			   *val_nulls,
+			   *id_nulls;
+	int			nvals,
+				nids;
+	TraitEntry *entries;
 
-	w->n = array_elements(fcinfo, argno, TIMESTAMPTZOID, &w->ats, &w->at_nulls);
-	nvals = array_elements(fcinfo, argno + 1, TEXTOID, &w->vals, &w->val_nulls);
-	nids = array_elements(fcinfo, argno + 2, INT8OID, &w->ids, &w->id_nulls);
-	if ((w->vals && nvals != w->n) || (w->ids && nids != w->n))
+	*n = array_elements(fcinfo, argno, TIMESTAMPTZOID, &ats, &at_nulls);
+	nvals = array_elements(fcinfo, argno + 1, TEXTOID, &vals, &val_nulls);
+	nids = array_elements(fcinfo, argno + 2, INT8OID, &ids, &id_nulls);
+	if ((vals && nvals != *n) || (ids && nids != *n))
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("computed-trait window state has %d times but %d values and %d event ids",
-						w->n, nvals, nids),
+						*n, nvals, nids),
 				 errhint("Rebuild the computed traits with cdp.rebuild_traits().")));
-}
-
-static inline bool
-inside(const WindowEntries *w, int i, TimestampTz cutoff)
-{
-	return !w->at_nulls[i] && DatumGetTimestampTz(w->ats[i]) > cutoff;
-}
-
-static inline bool
-has_value(const WindowEntries *w, int i)
-{
-	return w->vals != NULL && !w->val_nulls[i];
-}
-
-static Numeric
-value_numeric(const WindowEntries *w, int i)
-{
-	char	   *s = TextDatumGetCString(w->vals[i]);
-
-	return DatumGetNumeric(DirectFunctionCall3(numeric_in, CStringGetDatum(s),
-											   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
-}
-
-/* (at, id) of entry i compared with entry j, NULL ids last as in ORDER BY. */
-static int
-entry_cmp(const WindowEntries *w, int i, int j)
-{
-	TimestampTz a = DatumGetTimestampTz(w->ats[i]);
-	TimestampTz b = DatumGetTimestampTz(w->ats[j]);
-	int64		x,
-				y;
-
-	if (a != b)
-		return a < b ? -1 : 1;
-	if (w->ids == NULL || (w->id_nulls[i] && w->id_nulls[j]))
-		return 0;
-	if (w->id_nulls[i] != w->id_nulls[j])
-		return w->id_nulls[i] ? 1 : -1;
-	x = DatumGetInt64(w->ids[i]);
-	y = DatumGetInt64(w->ids[j]);
-	return x < y ? -1 : (x > y ? 1 : 0);
-}
-
-static Datum
-jsonb_numeric_datum(Numeric num)
-{
-	JsonbValue	v;
-
-	v.type = jbvNumeric;
-	v.val.numeric = num;
-	return JsonbPGetDatum(JsonbValueToJsonb(&v));
-}
-
-static Datum
-jsonb_text_datum(Datum t)
-{
-	text	   *txt = DatumGetTextPP(t);
-	JsonbValue	v;
-
-	v.type = jbvString;
-	v.val.string.val = VARDATA_ANY(txt);
-	v.val.string.len = VARSIZE_ANY_EXHDR(txt);
-	return JsonbPGetDatum(JsonbValueToJsonb(&v));
-}
-
-/* Text values compared as count(DISTINCT) does under a deterministic collation: by bytes. */
-static int
-text_bytes_cmp(const void *a, const void *b)
-{
-	text	   *x = DatumGetTextPP(*(const Datum *) a);
-	text	   *y = DatumGetTextPP(*(const Datum *) b);
-	int			lx = VARSIZE_ANY_EXHDR(x);
-	int			ly = VARSIZE_ANY_EXHDR(y);
-	int			c = memcmp(VARDATA_ANY(x), VARDATA_ANY(y), Min(lx, ly));
-
-	return c != 0 ? c : (lx > ly) - (lx < ly);
-}
-
-typedef enum WindowAggregate
-{
-	WA_COUNT,
-	WA_SUM,
-	WA_AVG,
-	WA_MIN,
-	WA_MAX,
-	WA_FIRST,
-	WA_LAST,
-	WA_COUNT_DISTINCT
-} WindowAggregate;
-
-static const char *const aggregate_names[] = {
-	[WA_COUNT] = "count", [WA_SUM] = "sum", [WA_AVG] = "avg", [WA_MIN] = "min", [WA_MAX] = "max",
-	[WA_FIRST] = "first", [WA_LAST] = "last", [WA_COUNT_DISTINCT] = "count_distinct"
-};
-
-static WindowAggregate
-window_aggregate(text *name)
-{
-	char	   *s = text_to_cstring(name);
-
-	for (int a = 0; a < (int) lengthof(aggregate_names); a++)
-		if (strcmp(s, aggregate_names[a]) == 0)
-			return (WindowAggregate) a;
-	ereport(ERROR,
-			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("unknown computed-trait aggregate \"%s\"", s),
-			 errhint("The aggregates are count, sum, avg, min, max, first, last and count_distinct.")));
-	pg_unreachable();
-}
-
-/* sum, avg, min or max of the numeric values inside; NULL when there are none. */
-static Numeric
-numeric_aggregate(const WindowEntries *w, TimestampTz cutoff, WindowAggregate agg)
-{
-	Numeric		acc = NULL;
-	int64		count = 0;
-
-	for (int i = 0; i < w->n; i++)
+	entries = palloc0(sizeof(TraitEntry) * Max(*n, 1));
+	for (int i = 0; i < *n; i++)
 	{
-		Numeric		v;
-
-		if (!inside(w, i, cutoff) || !has_value(w, i))
-			continue;
-		v = value_numeric(w, i);
-		count++;
-		if (acc == NULL)
-			acc = v;
-		else if (agg == WA_SUM || agg == WA_AVG)
-			acc = DatumGetNumeric(DirectFunctionCall2(numeric_add, NumericGetDatum(acc), NumericGetDatum(v)));
-		else
-		{
-			int			c = DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(v),
-															  NumericGetDatum(acc)));
-
-			if (agg == WA_MIN ? c < 0 : c > 0)
-				acc = v;
-		}
+		entries[i].at_null = at_nulls[i];
+		if (!at_nulls[i])
+			entries[i].at = DatumGetTimestampTz(ats[i]);
+		entries[i].val = (vals && !val_nulls[i]) ? DatumGetTextPP(vals[i]) : NULL;
+		entries[i].id_null = ids == NULL || id_nulls[i];
+		if (!entries[i].id_null)
+			entries[i].id = DatumGetInt64(ids[i]);
 	}
-	/* avg(numeric) divides the exact sum by the count with numeric_div. */
-	if (acc != NULL && agg == WA_AVG)
-		acc = DatumGetNumeric(DirectFunctionCall2(numeric_div, NumericGetDatum(acc),
-												  NumericGetDatum(int64_to_numeric(count))));
-	return acc;
+	return entries;
 }
 
 PG_FUNCTION_INFO_V1(cdp_window_value);
@@ -246,66 +301,19 @@ PG_FUNCTION_INFO_V1(cdp_window_value);
 Datum
 cdp_window_value(PG_FUNCTION_ARGS)
 {
-	WindowAggregate agg;
-	TimestampTz cutoff;
-	WindowEntries w;
-	int64		count = 0;
+	text	   *name;
+	TraitEntry *entries;
+	int			n;
+	JsonbValue	v;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		PG_RETURN_NULL();
-	agg = window_aggregate(PG_GETARG_TEXT_PP(0));
-	cutoff = PG_GETARG_TIMESTAMPTZ(1);
-	window_entries(fcinfo, 2, &w);
-
-	switch (agg)
-	{
-		case WA_COUNT:
-			for (int i = 0; i < w.n; i++)
-				count += inside(&w, i, cutoff);
-			PG_RETURN_DATUM(jsonb_numeric_datum(int64_to_numeric(count)));
-
-		case WA_SUM:
-		case WA_AVG:
-		case WA_MIN:
-		case WA_MAX:
-			{
-				Numeric		result = numeric_aggregate(&w, cutoff, agg);
-
-				if (result == NULL)
-					PG_RETURN_NULL();
-				PG_RETURN_DATUM(jsonb_numeric_datum(result));
-			}
-
-		case WA_FIRST:
-		case WA_LAST:
-			{
-				int			sign = agg == WA_FIRST ? -1 : 1;
-				int			pick = -1;
-
-				for (int i = 0; i < w.n; i++)
-					if (inside(&w, i, cutoff) && (pick < 0 || entry_cmp(&w, i, pick) * sign > 0))
-						pick = i;
-				if (pick < 0 || !has_value(&w, pick))
-					PG_RETURN_NULL();
-				PG_RETURN_DATUM(jsonb_text_datum(w.vals[pick]));
-			}
-
-		case WA_COUNT_DISTINCT:
-			{
-				Datum	   *seen = palloc(sizeof(Datum) * Max(w.n, 1));
-				int			k = 0;
-
-				for (int i = 0; i < w.n; i++)
-					if (inside(&w, i, cutoff) && has_value(&w, i))
-						seen[k++] = w.vals[i];
-				if (k > 1)
-					qsort(seen, k, sizeof(Datum), text_bytes_cmp);
-				for (int i = 0; i < k; i++)
-					count += (i == 0 || text_bytes_cmp(&seen[i - 1], &seen[i]) != 0);
-				PG_RETURN_DATUM(jsonb_numeric_datum(int64_to_numeric(count)));
-			}
-	}
-	pg_unreachable();
+	name = PG_GETARG_TEXT_PP(0);
+	entries = array_entries(fcinfo, 2, &n);
+	if (!window_value(trait_aggregate(VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name)),
+					  PG_GETARG_TIMESTAMPTZ(1), entries, n, &v))
+		PG_RETURN_NULL();
+	PG_RETURN_JSONB_P(JsonbValueToJsonb(&v));
 }
 
 PG_FUNCTION_INFO_V1(cdp_window_oldest);
@@ -318,28 +326,23 @@ PG_FUNCTION_INFO_V1(cdp_window_oldest);
 Datum
 cdp_window_oldest(PG_FUNCTION_ARGS)
 {
-	TimestampTz cutoff;
+	TraitEntry *entries;
+	int			n;
 	Datum	   *ats;
 	bool	   *nulls;
-	int			n;
-	bool		found = false;
-	TimestampTz oldest = 0;
+	TimestampTz oldest;
 
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
-	cutoff = PG_GETARG_TIMESTAMPTZ(0);
 	n = array_elements(fcinfo, 1, TIMESTAMPTZOID, &ats, &nulls);
+	entries = palloc0(sizeof(TraitEntry) * Max(n, 1));
 	for (int i = 0; i < n; i++)
 	{
-		TimestampTz at;
-
-		if (nulls[i])
-			continue;
-		at = DatumGetTimestampTz(ats[i]);
-		if (at > cutoff && (!found || at < oldest))
-			oldest = at, found = true;
+		entries[i].at_null = nulls[i];
+		if (!nulls[i])
+			entries[i].at = DatumGetTimestampTz(ats[i]);
 	}
-	if (!found)
+	if (!window_oldest(PG_GETARG_TIMESTAMPTZ(0), entries, n, &oldest))
 		PG_RETURN_NULL();
 	PG_RETURN_TIMESTAMPTZ(oldest);
 }

@@ -101,7 +101,6 @@ BEGIN
   DELETE FROM cdp.profile_data p WHERE p.profile_id = ANY (pids);
   -- Computed traits go now; memberships leave through the audience pass,
   -- which logs the exits (destinations must hear of them).
-  DELETE FROM cdp.computed_trait_state s WHERE s.profile_id = ANY (pids);
   DELETE FROM cdp.computed_trait_values v WHERE v.profile_id = ANY (pids);
   IF cardinality(pids) > 0 THEN
     INSERT INTO cdp.journal (kind, profile_ids) VALUES ('erased', pids);

@@ -39,40 +39,24 @@ COMMENT ON TABLE cdp.computed_traits IS
   'Computed traits (cdp.create_trait): an aggregate over a profile''s matching events, optionally in a rolling window; each is a column of cdp.profile_traits';
 COMMENT ON COLUMN cdp.computed_traits.filter_sql IS 'The filter as checked by cdp.create_trait (what the pass evaluates)';
 
--- Mergeable state per profile and trait.  Without a window: the running
--- aggregate (n, total, lo, hi, first/last with their event, the distinct
--- values).  With a window: one entry per event still inside it (ats, ids,
--- vals), dropped as the window passes.
-CREATE TABLE cdp.computed_trait_state (
-  profile_id  bigint NOT NULL,
-  trait_id    integer NOT NULL,   -- cdp.computed_traits; no foreign key: one check per folded row is
-                                  -- measurable, and only cdp.drop_trait() removes traits
-  n           bigint NOT NULL DEFAULT 0,
-  total       numeric,
-  lo          numeric,
-  hi          numeric,
-  first_at    timestamptz,
-  first_id    bigint,
-  first_val   text,
-  last_at     timestamptz,
-  last_id     bigint,
-  last_val    text,
-  vals        text[],
-  ats         timestamptz[],
-  ids         bigint[],
-  PRIMARY KEY (profile_id, trait_id)
-);
-COMMENT ON TABLE cdp.computed_trait_state IS
-  'Internal: per profile and computed trait, the mergeable state the audience pass folds new events into';
-
+-- Per profile: the computed trait values (what cdp.profile_traits reads),
+-- when they next change on their own, and the mergeable state of all its
+-- traits they come from, in one row (src/audience/state.c): a pass reads
+-- and writes each changed profile once.  Without a window a trait keeps its
+-- running aggregate (n, total, lo, hi, first/last with their event, the
+-- distinct values); with one, an entry per event still inside it, dropped
+-- as the window passes.
 CREATE TABLE cdp.computed_trait_values (
   profile_id  bigint PRIMARY KEY,
   vals        jsonb NOT NULL DEFAULT '{}',
-  next_due    timestamptz
+  next_due    timestamptz,
+  state       bytea
 );
 CREATE INDEX computed_trait_values_due ON cdp.computed_trait_values (next_due) WHERE next_due IS NOT NULL;
 COMMENT ON TABLE cdp.computed_trait_values IS
-  'Internal: the computed trait values of each profile (read cdp.profile_traits) and when they next change on their own (a window entry or a consent expiring)';
+  'Internal: the computed trait values of each profile (read cdp.profile_traits), when they next change on their own (a window entry or a consent expiring), and the state they are computed from';
+COMMENT ON COLUMN cdp.computed_trait_values.state IS
+  'Internal: the mergeable state of every computed trait of the profile (binary; cdp._trait_state_json() shows it)';
 
 CREATE FUNCTION cdp._jsonb_numeric(value jsonb) RETURNS numeric
   LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
@@ -99,28 +83,6 @@ CREATE FUNCTION cdp._window_oldest(cutoff timestamptz, ats timestamptz[]) RETURN
   AS 'MODULE_PATHNAME', 'cdp_window_oldest';
 COMMENT ON FUNCTION cdp._window_oldest(timestamptz, timestamptz[]) IS
   'Internal: the earliest time after cutoff in a window state (when the trait next changes on its own, less the window)';
-
--- The SQL of one computed trait's value, from its state row s and
--- definition d, as of the time in $1 (used by the pass and by the tests).
-CREATE FUNCTION cdp._trait_value_sql() RETURNS text
-  LANGUAGE sql IMMUTABLE
-  SET search_path = pg_catalog, pg_temp
-  RETURN $sql$
-    CASE WHEN d."window" IS NULL THEN
-      CASE d.aggregate
-        WHEN 'count' THEN to_jsonb(s.n)
-        WHEN 'sum' THEN to_jsonb(s.total)
-        WHEN 'avg' THEN to_jsonb(s.total / nullif(s.n, 0))
-        WHEN 'min' THEN to_jsonb(s.lo)
-        WHEN 'max' THEN to_jsonb(s.hi)
-        WHEN 'first' THEN to_jsonb(s.first_val)
-        WHEN 'last' THEN to_jsonb(s.last_val)
-        WHEN 'count_distinct' THEN to_jsonb(cardinality(s.vals))
-      END
-    -- With a window: only the entries inside it (src/audience/window.c).
-    ELSE cdp._window_value(d.aggregate, $1 - d."window", s.ats, s.vals, s.ids)
-    END $sql$;
-COMMENT ON FUNCTION cdp._trait_value_sql() IS 'Internal: SQL for a computed trait''s value from its state';
 
 -- The columns computed traits add to a row, from alias v (computed_trait_values).
 CREATE FUNCTION cdp._trait_columns() RETURNS text
@@ -156,43 +118,98 @@ CREATE FUNCTION cdp._membership_sql() RETURNS text
          'AND m_.audience_id = (SELECT a_.audience_id FROM cdp.audience_data a_ WHERE a_.name = %s))';
 COMMENT ON FUNCTION cdp._membership_sql() IS 'Internal: the membership test cdp.in_audience() is rewritten to';
 
--- Fold events into the state of the computed traits: those in event_ids,
--- or (rebuilding) every event of profiles, except events still waiting in
--- the journal (a later pass folds them: no event is counted twice, nor
--- missed).  Events of skip_profiles are left out (they are rebuilt).
--- The events are read once, for every trait, in one statement.  Returns
--- the profiles whose state changed.
-CREATE FUNCTION cdp._trait_fold(event_ids bigint[], profiles bigint[], skip_profiles bigint[],
-                                as_of timestamptz, only_trait integer DEFAULT NULL,
-                                event_times timestamptz[] DEFAULT NULL) RETURNS bigint[]
+-- The state of computed traits (src/audience/state.c).
+CREATE FUNCTION cdp._trait_state_fold(internal, integer, text, boolean, timestamptz, bigint, text)
+  RETURNS internal
+  LANGUAGE c
+  AS 'MODULE_PATHNAME', 'cdp_trait_state_fold';
+COMMENT ON FUNCTION cdp._trait_state_fold(internal, integer, text, boolean, timestamptz, bigint, text) IS
+  'Internal: transition function of cdp._trait_state_agg';
+
+CREATE FUNCTION cdp._trait_state_final(internal) RETURNS bytea
+  LANGUAGE c
+  AS 'MODULE_PATHNAME', 'cdp_trait_state_final';
+COMMENT ON FUNCTION cdp._trait_state_final(internal) IS 'Internal: final function of cdp._trait_state_agg';
+
+CREATE AGGREGATE cdp._trait_state_agg(trait_id integer, aggregate text, windowed boolean, at timestamptz,
+                                      event_id bigint, value text) (
+  SFUNC = cdp._trait_state_fold,
+  STYPE = internal,
+  FINALFUNC = cdp._trait_state_final
+);
+COMMENT ON AGGREGATE cdp._trait_state_agg(integer, text, boolean, timestamptz, bigint, text) IS
+  'Internal: the computed-trait state of matching events (one row per event and trait it matches)';
+
+CREATE FUNCTION cdp._trait_state_merge(a bytea, b bytea) RETURNS bytea
+  LANGUAGE c IMMUTABLE PARALLEL SAFE
+  AS 'MODULE_PATHNAME', 'cdp_trait_state_merge';
+COMMENT ON FUNCTION cdp._trait_state_merge(bytea, bytea) IS
+  'Internal: two computed-trait states combined (counts and sums add, extremes compare, values and window entries unite)';
+
+CREATE AGGREGATE cdp._trait_state_union(bytea) (
+  SFUNC = cdp._trait_state_merge,
+  STYPE = bytea
+);
+COMMENT ON AGGREGATE cdp._trait_state_union(bytea) IS 'Internal: computed-trait states combined';
+
+CREATE FUNCTION cdp._trait_state_apply(state bytea, incoming bytea, as_of timestamptz, trait_ids integer[],
+                                       names text[], aggregates text[], windows interval[],
+                                       OUT state bytea, OUT vals jsonb, OUT due timestamptz)
+  LANGUAGE c STABLE PARALLEL SAFE
+  AS 'MODULE_PATHNAME', 'cdp_trait_state_apply';
+COMMENT ON FUNCTION cdp._trait_state_apply(bytea, bytea, timestamptz, integer[], text[], text[], interval[]) IS
+  'Internal: a profile''s computed-trait state with incoming merged in and expired window entries dropped, its values by trait name, and when they next change on their own';
+
+CREATE FUNCTION cdp._trait_state_json(state bytea) RETURNS jsonb
+  LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+  AS 'MODULE_PATHNAME', 'cdp_trait_state_json';
+COMMENT ON FUNCTION cdp._trait_state_json(bytea) IS
+  'Internal: a computed-trait state as readable jsonb, by trait id (for inspection and tests)';
+
+-- Bring the computed traits of profiles current in one statement that
+-- reads and writes each profile's row once: events folded into its state,
+-- expired window entries dropped, values and next due time recomputed.
+--   profiles      the profiles to bring current; live ones get a row, the
+--                 rest (tombstones, erased) lose theirs when tombstones is set
+--   event_ids,    new events, each probed in its one partition (occurred_at
+--   event_times   is the partition key); those of profiles in reset are left
+--                 out (they are read with all the others)
+--   reset         profiles whose state is recomputed from all their stored
+--                 events
+--   all_events    fold every stored event (a new trait's backfill with
+--                 only_trait, or, with reset_all, a rebuild of every state)
+-- Events still waiting in the journal are never read from storage: a later
+-- pass folds them, so that none is counted twice nor missed.  Every profile
+-- with a folded event is brought current too; they are returned.
+CREATE FUNCTION cdp._trait_update(profiles bigint[], as_of timestamptz,
+                                  event_ids bigint[] DEFAULT NULL, event_times timestamptz[] DEFAULT NULL,
+                                  reset bigint[] DEFAULT '{}', tombstones boolean DEFAULT true,
+                                  all_events boolean DEFAULT false, reset_all boolean DEFAULT false,
+                                  only_trait integer DEFAULT NULL) RETURNS bigint[]
   LANGUAGE plpgsql
   SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   c cdp.computed_traits;
-  src text;
   val text;
-  agg text;
   keep text;
   parts text[] := '{}';
   events text[] := '{}';
   any_event boolean := false;
-  touched bigint[];
+  sources text[] := '{}';
+  pending constant text := 'e.event_id NOT IN (SELECT unnest(j.event_ids) FROM cdp.journal j WHERE j.kind = ''events'')';
+  ids integer[];
+  names text[];
+  aggs text[];
+  windows interval[];
+  folded bigint[];
 BEGIN
-  IF event_ids IS NOT NULL AND event_times IS NOT NULL THEN
-    -- Each event from its one partition (occurred_at is the partition key).
-    src := 'true';
-  ELSIF event_ids IS NOT NULL THEN
-    src := 'e.event_id = ANY ($1)';
-  ELSIF profiles IS NOT NULL THEN
-    src := 'e.profile_id = ANY ($2) AND e.event_id NOT IN (SELECT unnest(j.event_ids) FROM cdp.journal j WHERE j.kind = ''events'')';
-  ELSE
-    src := 'e.event_id NOT IN (SELECT unnest(j.event_ids) FROM cdp.journal j WHERE j.kind = ''events'')';
-  END IF;
-  IF skip_profiles IS NOT NULL AND cardinality(skip_profiles) > 0 THEN
-    src := src || ' AND e.profile_id <> ALL ($3)';
-  END IF;
+  SELECT coalesce(array_agg(d.trait_id ORDER BY d.trait_id), '{}'), coalesce(array_agg(d.name ORDER BY d.trait_id), '{}'),
+         coalesce(array_agg(d.aggregate ORDER BY d.trait_id), '{}'), coalesce(array_agg(d."window" ORDER BY d.trait_id), '{}')
+    INTO ids, names, aggs, windows
+    FROM cdp.computed_traits d;
 
+  -- One branch per trait: its matching events with the value it keeps.
   FOR c IN SELECT * FROM cdp.computed_traits ct
             WHERE only_trait IS NULL OR ct.trait_id = only_trait ORDER BY ct.trait_id LOOP
     IF c.event IS NULL THEN
@@ -204,156 +221,84 @@ BEGIN
                 THEN format('cdp._jsonb_numeric(e.properties -> %L)::text', c.property)
                 WHEN c.property IS NOT NULL THEN format('e.properties ->> %L', c.property)
                 ELSE 'NULL::text' END;
-    keep := CASE WHEN c.aggregate IN ('sum', 'avg', 'min', 'max', 'count_distinct') THEN 'm.v IS NOT NULL' ELSE 'true' END;
-    IF c."window" IS NOT NULL THEN
-      keep := keep || format(' AND m.occurred_at > $4 - %L::interval', c."window");
-      agg := 'count(*), NULL::numeric, NULL::numeric, NULL::numeric, NULL::timestamptz, NULL::bigint, NULL::text, '
-             'NULL::timestamptz, NULL::bigint, NULL::text, array_agg(m.v), array_agg(m.occurred_at), array_agg(m.event_id)';
-    ELSE
-      agg := CASE WHEN c.aggregate IN ('sum', 'avg', 'min', 'max')
-                  THEN 'count(*), sum(m.v::numeric), min(m.v::numeric), max(m.v::numeric)'
-                  ELSE 'count(*), NULL::numeric, NULL::numeric, NULL::numeric' END
-      || CASE WHEN c.aggregate = 'first'
-              THEN ', min(m.occurred_at), (array_agg(m.event_id ORDER BY m.occurred_at, m.event_id))[1], '
-                   '(array_agg(m.v ORDER BY m.occurred_at, m.event_id))[1]'
-              ELSE ', NULL::timestamptz, NULL::bigint, NULL::text' END
-      || CASE WHEN c.aggregate = 'last'
-              THEN ', max(m.occurred_at), (array_agg(m.event_id ORDER BY m.occurred_at DESC, m.event_id DESC))[1], '
-                   '(array_agg(m.v ORDER BY m.occurred_at DESC, m.event_id DESC))[1]'
-              ELSE ', NULL::timestamptz, NULL::bigint, NULL::text' END
-      || CASE WHEN c.aggregate = 'count_distinct'
-              THEN ', array_agg(DISTINCT m.v ORDER BY m.v)'
-              ELSE ', NULL::text[]' END
-      || ', NULL::timestamptz[], NULL::bigint[]';
-    END IF;
-    -- One trait: its matching events (with the value it aggregates) per profile.
     parts := parts || format(
-      'SELECT m.profile_id, %s AS trait_id, %s FROM (SELECT e.profile_id, e.event_id, e.occurred_at, %s AS v FROM ev e '
-      'WHERE true%s%s) m WHERE %s GROUP BY m.profile_id',
-      c.trait_id, agg, val,
+      'SELECT e.profile_id, %s::integer, %L::text, %L::boolean, e.occurred_at, e.event_id, %s FROM ev e WHERE true%s%s%s',
+      c.trait_id, c.aggregate, c."window" IS NOT NULL, val,
       CASE WHEN c.event IS NOT NULL THEN format(' AND e.event = %L', c.event) ELSE '' END,
       CASE WHEN c.filter_sql IS NOT NULL THEN format(' AND (%s)', c.filter_sql) ELSE '' END,
-      keep);
+      CASE WHEN c."window" IS NOT NULL THEN format(' AND e.occurred_at > $2 - %L::interval', c."window") ELSE '' END);
   END LOOP;
-  IF cardinality(parts) = 0 THEN
-    RETURN '{}';
+
+  -- The events: new ones, each from its partition (OFFSET 0 keeps the probe
+  -- a parameterised inner side: joined, a batch of a few thousand ids is
+  -- planned as a hash join over every stored event); all of reset profiles';
+  -- or all.
+  IF all_events THEN
+    sources := sources || ('SELECT e.profile_id, e.event_id, e.occurred_at, e.event, e.properties '
+                           'FROM cdp.event_data e WHERE ' || pending);
+  ELSE
+    IF event_ids IS NOT NULL AND cardinality(event_ids) > 0 THEN
+      sources := sources || ('SELECT e.profile_id, e.event_id, e.occurred_at, e.event, e.properties FROM '
+                             || CASE WHEN event_times IS NOT NULL
+                                     THEN 'unnest($3, $4) AS u(id, at) CROSS JOIN LATERAL (SELECT e.* FROM cdp.event_data e '
+                                          'WHERE e.event_id = u.id AND e.occurred_at = u.at OFFSET 0) e WHERE true'
+                                     -- (journal rows written by 0.1.0 carry no times)
+                                     ELSE 'cdp.event_data e WHERE e.event_id = ANY ($3)' END
+                             || CASE WHEN cardinality(reset) > 0 THEN ' AND e.profile_id <> ALL ($5)' ELSE '' END);
+    END IF;
+    IF cardinality(reset) > 0 THEN
+      sources := sources || ('SELECT e.profile_id, e.event_id, e.occurred_at, e.event, e.properties '
+                             'FROM cdp.event_data e WHERE e.profile_id = ANY ($5) AND ' || pending);
+    END IF;
   END IF;
 
-  EXECUTE format(
-    'WITH ev AS MATERIALIZED (SELECT e.profile_id, e.event_id, e.occurred_at, e.event, e.properties '
-    '                           FROM %s WHERE %s%s), '
-    'up AS (INSERT INTO cdp.computed_trait_state AS s (profile_id, trait_id, n, total, lo, hi, first_at, first_id, '
-    '         first_val, last_at, last_id, last_val, vals, ats, ids) '
-    '       %s '
-    '       ON CONFLICT (profile_id, trait_id) DO UPDATE SET %s RETURNING s.profile_id) '
-    'SELECT coalesce(array_agg(DISTINCT profile_id), ''{}'') FROM up',
-    CASE WHEN event_ids IS NOT NULL AND event_times IS NOT NULL
-         -- A probe per event, into its one partition (OFFSET 0 keeps the
-         -- subquery a parameterised inner side: joined, a batch of a few
-         -- thousand ids is planned as a hash join over every event stored).
-         THEN 'unnest($1, $5) AS u(id, at) CROSS JOIN LATERAL (SELECT e.* FROM cdp.event_data e '
-              'WHERE e.event_id = u.id AND e.occurred_at = u.at OFFSET 0) e'
-         ELSE 'cdp.event_data e' END,
-    src,
-    CASE WHEN any_event THEN '' ELSE format(' AND e.event = ANY (%L::text[])', events) END,
-    array_to_string(parts, ' UNION ALL '),
-    cdp._trait_merge_sql())
-    INTO touched USING event_ids, profiles, skip_profiles, as_of, event_times;
-  RETURN touched;
-END $$;
-COMMENT ON FUNCTION cdp._trait_fold(bigint[], bigint[], bigint[], timestamptz, integer, timestamptz[]) IS
-  'Internal: fold events (new ones, or every event of rebuilt profiles) into computed-trait state';
+  EXECUTE format($q$
+    WITH ev AS MATERIALIZED (SELECT * FROM (%s) e%s),
+    f AS MATERIALIZED (
+      SELECT m.profile_id, cdp._trait_state_agg(m.trait_id, m.agg, m.windowed, m.occurred_at, m.event_id, m.v) AS st
+        FROM (%s) AS m(profile_id, trait_id, agg, windowed, occurred_at, event_id, v)
+       GROUP BY m.profile_id),
+    up AS (
+      INSERT INTO cdp.computed_trait_values AS t (profile_id, vals, next_due, state)
+      SELECT p.profile_id, r.vals, least(r.due, cs.due), r.state
+        FROM (%s) AS k(profile_id)
+        JOIN cdp.profile_data p ON p.profile_id = k.profile_id AND p.merged_into IS NULL
+        LEFT JOIN f ON f.profile_id = p.profile_id
+        LEFT JOIN cdp.computed_trait_values o ON o.profile_id = p.profile_id
+        CROSS JOIN LATERAL cdp._trait_state_apply(%s, f.st, $2, $6, $7, $8, $9) r
+        LEFT JOIN LATERAL (SELECT min(c.expires_at) AS due FROM cdp.consent_state c
+                            WHERE c.profile_id = p.profile_id AND c.granted AND c.expires_at > $2) cs ON true
+      ON CONFLICT (profile_id) DO UPDATE SET vals = excluded.vals, next_due = excluded.next_due, state = excluded.state
+       WHERE t.vals IS DISTINCT FROM excluded.vals OR t.next_due IS DISTINCT FROM excluded.next_due
+          OR t.state IS DISTINCT FROM excluded.state)
+    SELECT coalesce(array_agg(f.profile_id), '{}') FROM f $q$,
+    CASE WHEN cardinality(sources) = 0 OR cardinality(parts) = 0
+         THEN 'SELECT NULL::bigint AS profile_id, NULL::bigint AS event_id, NULL::timestamptz AS occurred_at, '
+              'NULL::text AS event, NULL::jsonb AS properties WHERE false'
+         ELSE array_to_string(sources, ' UNION ALL ') END,
+    CASE WHEN any_event OR cardinality(parts) = 0 THEN '' ELSE format(' WHERE e.event = ANY (%L::text[])', events) END,
+    CASE WHEN cardinality(parts) = 0
+         THEN 'SELECT NULL::bigint, NULL::integer, NULL::text, NULL::boolean, NULL::timestamptz, NULL::bigint, NULL::text WHERE false'
+         ELSE array_to_string(parts, ' UNION ALL ') END,
+    CASE WHEN reset_all THEN 'SELECT p2.profile_id FROM cdp.profile_data p2 WHERE p2.merged_into IS NULL '
+                             'AND EXISTS (SELECT FROM cdp.computed_trait_values v WHERE v.profile_id = p2.profile_id) '
+                             'UNION SELECT f.profile_id FROM f'
+         ELSE 'SELECT unnest($1) UNION SELECT f.profile_id FROM f' END,
+    CASE WHEN reset_all THEN 'NULL::bytea'
+         WHEN cardinality(reset) > 0 THEN 'CASE WHEN p.profile_id = ANY ($5) THEN NULL ELSE o.state END'
+         ELSE 'o.state' END)
+    INTO folded
+    USING profiles, as_of, event_ids, event_times, reset, ids, names, aggs, windows;
 
--- How two states of the same trait combine (ON CONFLICT ... SET): the
--- existing row s and the incoming one excluded.
-CREATE FUNCTION cdp._trait_merge_sql() RETURNS text
-  LANGUAGE sql IMMUTABLE
-  SET search_path = pg_catalog, pg_temp
-  RETURN $sql$
-    n = s.n + excluded.n,
-    total = coalesce(s.total + excluded.total, s.total, excluded.total),
-    lo = least(s.lo, excluded.lo),
-    hi = greatest(s.hi, excluded.hi),
-    first_at = CASE WHEN s.first_at IS NULL OR (excluded.first_at, excluded.first_id) < (s.first_at, s.first_id)
-                    THEN coalesce(excluded.first_at, s.first_at) ELSE s.first_at END,
-    first_id = CASE WHEN s.first_at IS NULL OR (excluded.first_at, excluded.first_id) < (s.first_at, s.first_id)
-                    THEN coalesce(excluded.first_id, s.first_id) ELSE s.first_id END,
-    first_val = CASE WHEN s.first_at IS NULL OR (excluded.first_at, excluded.first_id) < (s.first_at, s.first_id)
-                     THEN CASE WHEN excluded.first_at IS NULL THEN s.first_val ELSE excluded.first_val END
-                     ELSE s.first_val END,
-    last_at = CASE WHEN s.last_at IS NULL OR (excluded.last_at, excluded.last_id) > (s.last_at, s.last_id)
-                   THEN coalesce(excluded.last_at, s.last_at) ELSE s.last_at END,
-    last_id = CASE WHEN s.last_at IS NULL OR (excluded.last_at, excluded.last_id) > (s.last_at, s.last_id)
-                   THEN coalesce(excluded.last_id, s.last_id) ELSE s.last_id END,
-    last_val = CASE WHEN s.last_at IS NULL OR (excluded.last_at, excluded.last_id) > (s.last_at, s.last_id)
-                    THEN CASE WHEN excluded.last_at IS NULL THEN s.last_val ELSE excluded.last_val END
-                    ELSE s.last_val END,
-    vals = CASE WHEN s.ats IS NOT NULL OR excluded.ats IS NOT NULL THEN s.vals || excluded.vals
-                WHEN s.vals IS NULL OR excluded.vals IS NULL THEN coalesce(s.vals, excluded.vals)
-                ELSE ARRAY(SELECT DISTINCT x FROM unnest(s.vals || excluded.vals) AS x ORDER BY x) END,
-    ats = s.ats || excluded.ats,
-    ids = s.ids || excluded.ids $sql$;
-COMMENT ON FUNCTION cdp._trait_merge_sql() IS 'Internal: how two computed-trait states combine (merges, folds)';
-
--- Recompute the values of these profiles (and when each next changes on
--- its own), set-based: one aggregate over their state rows.  Window entries
--- that have expired are dropped for the profiles in expire (all of them
--- when NULL): values never count them either way, so the pass only collects
--- them where they can be -- profiles that came due, and those whose
--- identity changed (a merge can bring in entries that expired elsewhere).
--- With tombstones, tombstones and erased profiles among them lose their
--- values.
---
--- Sets of profiles are joined as IN (SELECT unnest(...)) rather than
--- = ANY (...): the planner estimates = ANY element by element (tens of ms
--- for a few thousand ids) and then tends to prefer scanning whole tables.
-CREATE FUNCTION cdp._trait_values(profiles bigint[], as_of timestamptz, tombstones boolean DEFAULT true,
-                                  expire bigint[] DEFAULT NULL) RETURNS void
-  LANGUAGE plpgsql
-  SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-  IF expire IS NULL OR cardinality(expire) > 0 THEN
-    UPDATE cdp.computed_trait_state s
-       SET (n, vals, ats, ids) = (SELECT count(*), array_agg(x.v ORDER BY x.at, x.id),
-                                         array_agg(x.at ORDER BY x.at, x.id), array_agg(x.id ORDER BY x.at, x.id)
-                                    FROM unnest(s.ats, s.ids, s.vals) AS x(at, id, v)
-                                   WHERE x.at > as_of - c."window")
-      FROM cdp.computed_traits c
-     WHERE c.trait_id = s.trait_id AND c."window" IS NOT NULL
-       AND s.profile_id IN (SELECT unnest(coalesce(expire, profiles)))
-       AND EXISTS (SELECT FROM unnest(s.ats) AS a WHERE a <= as_of - c."window");
-    -- A window that emptied: the state is gone (count reads 0, the others NULL).
-    DELETE FROM cdp.computed_trait_state s USING cdp.computed_traits c
-     WHERE c.trait_id = s.trait_id AND c."window" IS NOT NULL AND s.n = 0
-       AND s.profile_id IN (SELECT unnest(coalesce(expire, profiles)));
-  END IF;
-
-  IF tombstones THEN
+  IF tombstones AND profiles IS NOT NULL THEN
     DELETE FROM cdp.computed_trait_values v
      WHERE v.profile_id IN (SELECT unnest(profiles))
        AND NOT EXISTS (SELECT FROM cdp.profile_data p WHERE p.profile_id = v.profile_id AND p.merged_into IS NULL);
   END IF;
-
-  EXECUTE format($q$
-    INSERT INTO cdp.computed_trait_values AS t (profile_id, vals, next_due)
-    SELECT p.profile_id, coalesce(v.vals, '{}'), least(v.due, c.due)
-      FROM cdp.profile_data p
-      LEFT JOIN (SELECT s.profile_id, jsonb_object_agg(d.name, %s) AS vals,
-                        min(cdp._window_oldest($1 - d."window", s.ats) + d."window") AS due
-                   FROM cdp.computed_trait_state s JOIN cdp.computed_traits d ON d.trait_id = s.trait_id
-                  WHERE s.profile_id IN (SELECT unnest($2))
-                  GROUP BY s.profile_id) v ON v.profile_id = p.profile_id
-      LEFT JOIN LATERAL (SELECT min(cs.expires_at) AS due FROM cdp.consent_state cs
-                          WHERE cs.profile_id = p.profile_id AND cs.granted AND cs.expires_at > $1) c ON true
-     WHERE p.profile_id IN (SELECT unnest($2)) AND p.merged_into IS NULL
-    ON CONFLICT (profile_id) DO UPDATE SET vals = excluded.vals, next_due = excluded.next_due
-     WHERE t.vals IS DISTINCT FROM excluded.vals OR t.next_due IS DISTINCT FROM excluded.next_due $q$,
-    cdp._trait_value_sql())
-  USING as_of, profiles;
+  RETURN folded;
 END $$;
-COMMENT ON FUNCTION cdp._trait_values(bigint[], timestamptz, boolean, bigint[]) IS
-  'Internal: recompute the computed trait values (and next due time) of profiles, dropping expired window entries of those in expire (NULL: all)';
+COMMENT ON FUNCTION cdp._trait_update(bigint[], timestamptz, bigint[], timestamptz[], bigint[], boolean, boolean, boolean, integer) IS
+  'Internal: fold events into the computed-trait state of profiles and recompute their values, one row read and written per profile';
 
 -- Audiences ------------------------------------------------------------
 
@@ -489,8 +434,11 @@ BEGIN
     ALTER EXTENSION cdp DROP VIEW cdp.profile_traits;
   END IF;
   DROP VIEW cdp.profile_traits;
-  EXECUTE format('CREATE VIEW cdp.profile_traits AS SELECT p.profile_id, p.traits%s FROM cdp.profiles p '
-                 'LEFT JOIN cdp.computed_trait_values v ON v.profile_id = p.profile_id', cdp._trait_columns());
+  -- (without computed traits, the view of a fresh install)
+  EXECUTE format('CREATE VIEW cdp.profile_traits AS SELECT p.profile_id, p.traits%s FROM cdp.profiles p%s',
+                 cdp._trait_columns(),
+                 CASE WHEN cardinality(want) > 2
+                      THEN ' LEFT JOIN cdp.computed_trait_values v ON v.profile_id = p.profile_id' ELSE '' END);
   IF member THEN
     ALTER EXTENSION cdp ADD VIEW cdp.profile_traits;
   END IF;
@@ -515,7 +463,6 @@ AS $$
 DECLARE
   checked text;
   tid integer;
-  touched bigint[];
 BEGIN
   PERFORM cdp._check_name('computed trait', name);
   IF name IN ('profile_id', 'traits') THEN
@@ -556,8 +503,7 @@ BEGIN
   RETURNING trait_id INTO tid;
   -- Backfill from the events already stored (those still in the journal
   -- are folded by the pass).
-  touched := cdp._trait_fold(NULL, NULL, NULL, now(), tid);
-  PERFORM cdp._trait_values(touched, now());
+  PERFORM cdp._trait_update('{}', now(), tombstones => false, all_events => true, only_trait => tid);
   PERFORM cdp._rebuild_profile_traits();
 END $$;
 COMMENT ON FUNCTION cdp.create_trait(text, text, text, text, interval, text) IS
@@ -583,10 +529,11 @@ BEGIN
       USING ERRCODE = 'dependent_objects_still_exist', DETAIL = format('Used by: %s.', users),
             HINT = 'Change or drop those audiences first.';
   END IF;
-  DELETE FROM cdp.computed_trait_state s USING cdp.computed_traits c
-   WHERE c.trait_id = s.trait_id AND c.name = drop_trait.name;
   DELETE FROM cdp.computed_traits c WHERE c.name = drop_trait.name;
-  UPDATE cdp.computed_trait_values v SET vals = v.vals - drop_trait.name WHERE v.vals ? drop_trait.name;
+  -- Every profile that has it: its state and values without it (and the
+  -- next due time without its window).
+  PERFORM cdp._trait_update(ARRAY(SELECT v.profile_id FROM cdp.computed_trait_values v WHERE v.vals ? drop_trait.name),
+                            now(), tombstones => false);
   PERFORM cdp._rebuild_profile_traits();
 END $$;
 COMMENT ON FUNCTION cdp.drop_trait(text) IS 'Drop a computed trait (refused while an audience rule uses it)';
@@ -596,17 +543,14 @@ CREATE FUNCTION cdp.rebuild_traits() RETURNS jsonb
   SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  folded bigint[];
   live bigint[];
 BEGIN
   PERFORM cdp._audience_lock();
-  TRUNCATE cdp.computed_trait_state;
-  folded := cdp._trait_fold(NULL, NULL, NULL, now());
+  -- Every state from scratch: the live profiles that have values or events.
+  PERFORM cdp._trait_update(NULL, now(), tombstones => false, all_events => true, reset_all => true);
   SELECT coalesce(array_agg(p.profile_id), '{}') INTO live
-    FROM cdp.profile_data p
-   WHERE p.merged_into IS NULL
-     AND (p.profile_id = ANY (folded) OR EXISTS (SELECT FROM cdp.computed_trait_values v WHERE v.profile_id = p.profile_id));
-  PERFORM cdp._trait_values(live, now());
+    FROM cdp.profile_data p JOIN cdp.computed_trait_values v ON v.profile_id = p.profile_id
+   WHERE p.merged_into IS NULL;
   INSERT INTO cdp.journal (kind, profile_ids) SELECT 'identity', live WHERE cardinality(live) > 0;
   RETURN jsonb_build_object('traits', (SELECT count(*) FROM cdp.computed_traits), 'profiles', cardinality(live));
 END $$;
@@ -872,6 +816,7 @@ DECLARE
   due bigint[];
   live_rebuilt bigint[];
   survivors bigint[];
+  folded bigint[];
   touched bigint[];
   cand bigint[];
   m record;
@@ -908,49 +853,37 @@ BEGIN
     INTO n_rows, ev, ev_at, ev_profiles, ident, rebuilt, consent, erased, defs;
   n_events := cardinality(ev);
 
-  -- 1. Merged profiles: their state joins the survivor's.  Rebuilt and
-  -- erased profiles: state recomputed from their events (if still live).
+  -- 1. Merged profiles: their state joins the survivor's.
   FOR m IN SELECT p.profile_id AS tomb, cdp.resolve(p.profile_id) AS survivor
              FROM cdp.profile_data p
             WHERE p.profile_id = ANY (ident) AND p.merged_into IS NOT NULL
-              AND EXISTS (SELECT FROM cdp.computed_trait_state s WHERE s.profile_id = p.profile_id) LOOP
-    EXECUTE format('INSERT INTO cdp.computed_trait_state AS s (profile_id, trait_id, n, total, lo, hi, first_at, first_id, '
-                   'first_val, last_at, last_id, last_val, vals, ats, ids) '
-                   'SELECT $2, o.trait_id, o.n, o.total, o.lo, o.hi, o.first_at, o.first_id, o.first_val, o.last_at, '
-                   'o.last_id, o.last_val, o.vals, o.ats, o.ids FROM cdp.computed_trait_state o WHERE o.profile_id = $1 '
-                   'ON CONFLICT (profile_id, trait_id) DO UPDATE SET %s', cdp._trait_merge_sql())
-      USING m.tomb, m.survivor;
-    DELETE FROM cdp.computed_trait_state s WHERE s.profile_id = m.tomb;
+              AND EXISTS (SELECT FROM cdp.computed_trait_values v WHERE v.profile_id = p.profile_id) LOOP
+    INSERT INTO cdp.computed_trait_values AS s (profile_id, state)
+    SELECT m.survivor, o.state FROM cdp.computed_trait_values o WHERE o.profile_id = m.tomb AND o.state IS NOT NULL
+    ON CONFLICT (profile_id) DO UPDATE SET state = cdp._trait_state_merge(s.state, excluded.state);
+    DELETE FROM cdp.computed_trait_values v WHERE v.profile_id = m.tomb;
   END LOOP;
-  -- Rebuilt from events: the live profiles among those rebuilt, and the
-  -- survivors of rebuilt profiles merged since (whose state, combined in
-  -- above, predates the rebuild: events the rebuild moved to them are
-  -- missing from it, events it moved away are still counted).
+  -- Rebuilt from events: the live profiles among those rebuilt (split,
+  -- restitch) and the survivors of rebuilt profiles merged since (whose
+  -- state, combined in above, predates the rebuild: events the rebuild
+  -- moved to them are missing from it, events it moved away are still
+  -- counted).  Erased profiles lose their row below.
   SELECT coalesce(array_agg(DISTINCT coalesce(p.merged_into, p.profile_id)), '{}') INTO live_rebuilt
     FROM cdp.profile_data p WHERE p.profile_id = ANY (rebuilt);
-  DELETE FROM cdp.computed_trait_state s WHERE s.profile_id = ANY (rebuilt || erased || live_rebuilt);
-  IF cardinality(live_rebuilt) > 0 THEN
-    PERFORM cdp._trait_fold(NULL, live_rebuilt, NULL, as_of);
-  END IF;
 
-  -- 2. New events (of profiles not just rebuilt, which have them already).
-  touched := CASE WHEN n_events > 0
-                  THEN cdp._trait_fold(ev, NULL, live_rebuilt, as_of, NULL,
-                                       CASE WHEN array_position(ev_at, NULL) IS NULL THEN ev_at END)
-                  ELSE '{}' END;
-
-  -- 3-4. Due expiries, then the values of everything touched.
+  -- 2-4. Every touched profile: new events folded in, due expiries
+  -- dropped, values recomputed -- one statement.  Survivors of merges are
+  -- touched too.
   SELECT coalesce(array_agg(v.profile_id), '{}') INTO due
     FROM cdp.computed_trait_values v WHERE v.next_due <= as_of;
   SELECT coalesce(array_agg(DISTINCT x), '{}') INTO touched
-    FROM unnest(touched || ident || rebuilt || erased || consent || due || ev_profiles) x;
-  -- Survivors of merges are touched too.
+    FROM unnest(ident || rebuilt || erased || consent || due || ev_profiles || live_rebuilt) x;
   SELECT coalesce(array_agg(DISTINCT p.merged_into), '{}') INTO survivors
     FROM cdp.profile_data p WHERE p.profile_id IN (SELECT unnest(touched)) AND p.merged_into IS NOT NULL;
-  SELECT coalesce(array_agg(DISTINCT x), '{}') INTO touched FROM unnest(touched || survivors) x;
-  PERFORM cdp._trait_values(touched, as_of,
-                            cardinality(ident) + cardinality(rebuilt) + cardinality(erased) > 0,
-                            due || ident || rebuilt || erased || survivors);
+  folded := cdp._trait_update(touched || survivors, as_of, ev,
+                              CASE WHEN array_position(ev_at, NULL) IS NULL THEN ev_at END, live_rebuilt,
+                              cardinality(ident) + cardinality(rebuilt) + cardinality(erased) > 0);
+  SELECT coalesce(array_agg(DISTINCT x), '{}') INTO touched FROM unnest(touched || survivors || folded) x;
 
   -- 5. Audiences, in dependency order.  Those of one level that need no
   -- full evaluation go together (one statement); if any of their rules fails

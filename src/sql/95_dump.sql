@@ -39,7 +39,6 @@ SELECT pg_catalog.pg_extension_config_dump('cdp.journal', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp.journal_journal_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp.computed_traits', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp.computed_traits_trait_id_seq', '');
-SELECT pg_catalog.pg_extension_config_dump('cdp.computed_trait_state', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp.computed_trait_values', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp.audience_data', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp.audience_data_audience_id_seq', '');

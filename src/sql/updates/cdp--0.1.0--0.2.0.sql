@@ -893,3 +893,585 @@ COMMENT ON FUNCTION cdp.refresh_consents() IS
 
 REVOKE EXECUTE ON FUNCTION cdp.refresh_consents() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION cdp.refresh_consents() TO cdp_admin;
+
+-- ---- audiences: one state per profile, folded in C (bench/audience, issue #5) ----
+-- The computed-trait state moves from one row per profile and trait
+-- (cdp.computed_trait_state) into the profile's values row as one bytea
+-- (src/audience/state.c): a pass reads and writes each changed profile once,
+-- folding its new events and recomputing its values in C.  The old rows are
+-- converted as they are (all-time aggregates keep events that retention has
+-- deleted since).
+-- The state of computed traits (src/audience/state.c).
+CREATE FUNCTION cdp._trait_state_fold(internal, integer, text, boolean, timestamptz, bigint, text)
+  RETURNS internal
+  LANGUAGE c
+  AS 'MODULE_PATHNAME', 'cdp_trait_state_fold';
+COMMENT ON FUNCTION cdp._trait_state_fold(internal, integer, text, boolean, timestamptz, bigint, text) IS
+  'Internal: transition function of cdp._trait_state_agg';
+
+CREATE FUNCTION cdp._trait_state_final(internal) RETURNS bytea
+  LANGUAGE c
+  AS 'MODULE_PATHNAME', 'cdp_trait_state_final';
+COMMENT ON FUNCTION cdp._trait_state_final(internal) IS 'Internal: final function of cdp._trait_state_agg';
+
+CREATE AGGREGATE cdp._trait_state_agg(trait_id integer, aggregate text, windowed boolean, at timestamptz,
+                                      event_id bigint, value text) (
+  SFUNC = cdp._trait_state_fold,
+  STYPE = internal,
+  FINALFUNC = cdp._trait_state_final
+);
+COMMENT ON AGGREGATE cdp._trait_state_agg(integer, text, boolean, timestamptz, bigint, text) IS
+  'Internal: the computed-trait state of matching events (one row per event and trait it matches)';
+
+CREATE FUNCTION cdp._trait_state_merge(a bytea, b bytea) RETURNS bytea
+  LANGUAGE c IMMUTABLE PARALLEL SAFE
+  AS 'MODULE_PATHNAME', 'cdp_trait_state_merge';
+COMMENT ON FUNCTION cdp._trait_state_merge(bytea, bytea) IS
+  'Internal: two computed-trait states combined (counts and sums add, extremes compare, values and window entries unite)';
+
+CREATE AGGREGATE cdp._trait_state_union(bytea) (
+  SFUNC = cdp._trait_state_merge,
+  STYPE = bytea
+);
+COMMENT ON AGGREGATE cdp._trait_state_union(bytea) IS 'Internal: computed-trait states combined';
+
+CREATE FUNCTION cdp._trait_state_apply(state bytea, incoming bytea, as_of timestamptz, trait_ids integer[],
+                                       names text[], aggregates text[], windows interval[],
+                                       OUT state bytea, OUT vals jsonb, OUT due timestamptz)
+  LANGUAGE c STABLE PARALLEL SAFE
+  AS 'MODULE_PATHNAME', 'cdp_trait_state_apply';
+COMMENT ON FUNCTION cdp._trait_state_apply(bytea, bytea, timestamptz, integer[], text[], text[], interval[]) IS
+  'Internal: a profile''s computed-trait state with incoming merged in and expired window entries dropped, its values by trait name, and when they next change on their own';
+
+CREATE FUNCTION cdp._trait_state_json(state bytea) RETURNS jsonb
+  LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+  AS 'MODULE_PATHNAME', 'cdp_trait_state_json';
+COMMENT ON FUNCTION cdp._trait_state_json(bytea) IS
+  'Internal: a computed-trait state as readable jsonb, by trait id (for inspection and tests)';
+CREATE FUNCTION cdp._trait_state_from_row(trait_id integer, n bigint, total numeric, lo numeric, hi numeric,
+                                          first_at timestamptz, first_id bigint, first_val text,
+                                          last_at timestamptz, last_id bigint, last_val text,
+                                          vals text[], ats timestamptz[], ids bigint[]) RETURNS bytea
+  LANGUAGE c IMMUTABLE
+  AS 'MODULE_PATHNAME', 'cdp_trait_state_from_row';
+
+ALTER TABLE cdp.computed_trait_values ADD COLUMN state bytea;
+COMMENT ON TABLE cdp.computed_trait_values IS
+  'Internal: the computed trait values of each profile (read cdp.profile_traits), when they next change on their own (a window entry or a consent expiring), and the state they are computed from';
+COMMENT ON COLUMN cdp.computed_trait_values.state IS
+  'Internal: the mergeable state of every computed trait of the profile (binary; cdp._trait_state_json() shows it)';
+INSERT INTO cdp.computed_trait_values AS v (profile_id, state)
+SELECT s.profile_id,
+       cdp._trait_state_union(cdp._trait_state_from_row(s.trait_id, s.n, s.total, s.lo, s.hi, s.first_at, s.first_id,
+                                                        s.first_val, s.last_at, s.last_id, s.last_val, s.vals, s.ats, s.ids)
+                              ORDER BY s.trait_id)
+  FROM cdp.computed_trait_state s
+ GROUP BY s.profile_id
+ON CONFLICT (profile_id) DO UPDATE SET state = excluded.state;
+DROP FUNCTION cdp._trait_state_from_row(integer, bigint, numeric, numeric, numeric, timestamptz, bigint, text,
+                                        timestamptz, bigint, text, text[], timestamptz[], bigint[]);
+ALTER EXTENSION cdp DROP TABLE cdp.computed_trait_state;
+DROP TABLE cdp.computed_trait_state;
+DROP FUNCTION cdp._trait_fold(bigint[], bigint[], bigint[], timestamptz, integer, timestamptz[]);
+DROP FUNCTION cdp._trait_values(bigint[], timestamptz, boolean, bigint[]);
+DROP FUNCTION cdp._trait_merge_sql();
+DROP FUNCTION cdp._trait_value_sql();
+
+CREATE OR REPLACE FUNCTION cdp._rebuild_profile_traits() RETURNS boolean
+  LANGUAGE plpgsql
+  SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  want text[] := ARRAY['profile_id', 'traits'] || coalesce((SELECT array_agg(c.name ORDER BY c.trait_id)
+                                                              FROM cdp.computed_traits c), '{}');
+  have text[] := (SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a
+                   WHERE a.attrelid = 'cdp.profile_traits'::regclass AND a.attnum > 0 AND NOT a.attisdropped);
+  member boolean := EXISTS (SELECT FROM pg_depend d
+                             WHERE d.classid = 'pg_class'::regclass AND d.objid = 'cdp.profile_traits'::regclass
+                               AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e');
+BEGIN
+  IF want = have THEN
+    RETURN false;
+  END IF;
+  IF member THEN
+    ALTER EXTENSION cdp DROP VIEW cdp.profile_traits;
+  END IF;
+  DROP VIEW cdp.profile_traits;
+  -- (without computed traits, the view of a fresh install)
+  EXECUTE format('CREATE VIEW cdp.profile_traits AS SELECT p.profile_id, p.traits%s FROM cdp.profiles p%s',
+                 cdp._trait_columns(),
+                 CASE WHEN cardinality(want) > 2
+                      THEN ' LEFT JOIN cdp.computed_trait_values v ON v.profile_id = p.profile_id' ELSE '' END);
+  IF member THEN
+    ALTER EXTENSION cdp ADD VIEW cdp.profile_traits;
+  END IF;
+  COMMENT ON VIEW cdp.profile_traits IS
+    'Each live profile with its traits and one column per computed trait: the row audience rules are evaluated against; consent-aware like cdp.profiles';
+  GRANT SELECT ON cdp.profile_traits TO cdp_analyst, cdp_admin;
+  RETURN true;
+END $$;
+COMMENT ON FUNCTION cdp._rebuild_profile_traits() IS
+  'Internal: recreate cdp.profile_traits with one column per computed trait, if they changed';
+
+CREATE OR REPLACE FUNCTION cdp._trait_update(profiles bigint[], as_of timestamptz,
+                                  event_ids bigint[] DEFAULT NULL, event_times timestamptz[] DEFAULT NULL,
+                                  reset bigint[] DEFAULT '{}', tombstones boolean DEFAULT true,
+                                  all_events boolean DEFAULT false, reset_all boolean DEFAULT false,
+                                  only_trait integer DEFAULT NULL) RETURNS bigint[]
+  LANGUAGE plpgsql
+  SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  c cdp.computed_traits;
+  val text;
+  keep text;
+  parts text[] := '{}';
+  events text[] := '{}';
+  any_event boolean := false;
+  sources text[] := '{}';
+  pending constant text := 'e.event_id NOT IN (SELECT unnest(j.event_ids) FROM cdp.journal j WHERE j.kind = ''events'')';
+  ids integer[];
+  names text[];
+  aggs text[];
+  windows interval[];
+  folded bigint[];
+BEGIN
+  SELECT coalesce(array_agg(d.trait_id ORDER BY d.trait_id), '{}'), coalesce(array_agg(d.name ORDER BY d.trait_id), '{}'),
+         coalesce(array_agg(d.aggregate ORDER BY d.trait_id), '{}'), coalesce(array_agg(d."window" ORDER BY d.trait_id), '{}')
+    INTO ids, names, aggs, windows
+    FROM cdp.computed_traits d;
+
+  -- One branch per trait: its matching events with the value it keeps.
+  FOR c IN SELECT * FROM cdp.computed_traits ct
+            WHERE only_trait IS NULL OR ct.trait_id = only_trait ORDER BY ct.trait_id LOOP
+    IF c.event IS NULL THEN
+      any_event := true;
+    ELSE
+      events := events || c.event;
+    END IF;
+    val := CASE WHEN c.aggregate IN ('sum', 'avg', 'min', 'max')
+                THEN format('cdp._jsonb_numeric(e.properties -> %L)::text', c.property)
+                WHEN c.property IS NOT NULL THEN format('e.properties ->> %L', c.property)
+                ELSE 'NULL::text' END;
+    parts := parts || format(
+      'SELECT e.profile_id, %s::integer, %L::text, %L::boolean, e.occurred_at, e.event_id, %s FROM ev e WHERE true%s%s%s',
+      c.trait_id, c.aggregate, c."window" IS NOT NULL, val,
+      CASE WHEN c.event IS NOT NULL THEN format(' AND e.event = %L', c.event) ELSE '' END,
+      CASE WHEN c.filter_sql IS NOT NULL THEN format(' AND (%s)', c.filter_sql) ELSE '' END,
+      CASE WHEN c."window" IS NOT NULL THEN format(' AND e.occurred_at > $2 - %L::interval', c."window") ELSE '' END);
+  END LOOP;
+
+  -- The events: new ones, each from its partition (OFFSET 0 keeps the probe
+  -- a parameterised inner side: joined, a batch of a few thousand ids is
+  -- planned as a hash join over every stored event); all of reset profiles';
+  -- or all.
+  IF all_events THEN
+    sources := sources || ('SELECT e.profile_id, e.event_id, e.occurred_at, e.event, e.properties '
+                           'FROM cdp.event_data e WHERE ' || pending);
+  ELSE
+    IF event_ids IS NOT NULL AND cardinality(event_ids) > 0 THEN
+      sources := sources || ('SELECT e.profile_id, e.event_id, e.occurred_at, e.event, e.properties FROM '
+                             || CASE WHEN event_times IS NOT NULL
+                                     THEN 'unnest($3, $4) AS u(id, at) CROSS JOIN LATERAL (SELECT e.* FROM cdp.event_data e '
+                                          'WHERE e.event_id = u.id AND e.occurred_at = u.at OFFSET 0) e WHERE true'
+                                     -- (journal rows written by 0.1.0 carry no times)
+                                     ELSE 'cdp.event_data e WHERE e.event_id = ANY ($3)' END
+                             || CASE WHEN cardinality(reset) > 0 THEN ' AND e.profile_id <> ALL ($5)' ELSE '' END);
+    END IF;
+    IF cardinality(reset) > 0 THEN
+      sources := sources || ('SELECT e.profile_id, e.event_id, e.occurred_at, e.event, e.properties '
+                             'FROM cdp.event_data e WHERE e.profile_id = ANY ($5) AND ' || pending);
+    END IF;
+  END IF;
+
+  EXECUTE format($q$
+    WITH ev AS MATERIALIZED (SELECT * FROM (%s) e%s),
+    f AS MATERIALIZED (
+      SELECT m.profile_id, cdp._trait_state_agg(m.trait_id, m.agg, m.windowed, m.occurred_at, m.event_id, m.v) AS st
+        FROM (%s) AS m(profile_id, trait_id, agg, windowed, occurred_at, event_id, v)
+       GROUP BY m.profile_id),
+    up AS (
+      INSERT INTO cdp.computed_trait_values AS t (profile_id, vals, next_due, state)
+      SELECT p.profile_id, r.vals, least(r.due, cs.due), r.state
+        FROM (%s) AS k(profile_id)
+        JOIN cdp.profile_data p ON p.profile_id = k.profile_id AND p.merged_into IS NULL
+        LEFT JOIN f ON f.profile_id = p.profile_id
+        LEFT JOIN cdp.computed_trait_values o ON o.profile_id = p.profile_id
+        CROSS JOIN LATERAL cdp._trait_state_apply(%s, f.st, $2, $6, $7, $8, $9) r
+        LEFT JOIN LATERAL (SELECT min(c.expires_at) AS due FROM cdp.consent_state c
+                            WHERE c.profile_id = p.profile_id AND c.granted AND c.expires_at > $2) cs ON true
+      ON CONFLICT (profile_id) DO UPDATE SET vals = excluded.vals, next_due = excluded.next_due, state = excluded.state
+       WHERE t.vals IS DISTINCT FROM excluded.vals OR t.next_due IS DISTINCT FROM excluded.next_due
+          OR t.state IS DISTINCT FROM excluded.state)
+    SELECT coalesce(array_agg(f.profile_id), '{}') FROM f $q$,
+    CASE WHEN cardinality(sources) = 0 OR cardinality(parts) = 0
+         THEN 'SELECT NULL::bigint AS profile_id, NULL::bigint AS event_id, NULL::timestamptz AS occurred_at, '
+              'NULL::text AS event, NULL::jsonb AS properties WHERE false'
+         ELSE array_to_string(sources, ' UNION ALL ') END,
+    CASE WHEN any_event OR cardinality(parts) = 0 THEN '' ELSE format(' WHERE e.event = ANY (%L::text[])', events) END,
+    CASE WHEN cardinality(parts) = 0
+         THEN 'SELECT NULL::bigint, NULL::integer, NULL::text, NULL::boolean, NULL::timestamptz, NULL::bigint, NULL::text WHERE false'
+         ELSE array_to_string(parts, ' UNION ALL ') END,
+    CASE WHEN reset_all THEN 'SELECT p2.profile_id FROM cdp.profile_data p2 WHERE p2.merged_into IS NULL '
+                             'AND EXISTS (SELECT FROM cdp.computed_trait_values v WHERE v.profile_id = p2.profile_id) '
+                             'UNION SELECT f.profile_id FROM f'
+         ELSE 'SELECT unnest($1) UNION SELECT f.profile_id FROM f' END,
+    CASE WHEN reset_all THEN 'NULL::bytea'
+         WHEN cardinality(reset) > 0 THEN 'CASE WHEN p.profile_id = ANY ($5) THEN NULL ELSE o.state END'
+         ELSE 'o.state' END)
+    INTO folded
+    USING profiles, as_of, event_ids, event_times, reset, ids, names, aggs, windows;
+
+  IF tombstones AND profiles IS NOT NULL THEN
+    DELETE FROM cdp.computed_trait_values v
+     WHERE v.profile_id IN (SELECT unnest(profiles))
+       AND NOT EXISTS (SELECT FROM cdp.profile_data p WHERE p.profile_id = v.profile_id AND p.merged_into IS NULL);
+  END IF;
+  RETURN folded;
+END $$;
+COMMENT ON FUNCTION cdp._trait_update(bigint[], timestamptz, bigint[], timestamptz[], bigint[], boolean, boolean, boolean, integer) IS
+  'Internal: fold events into the computed-trait state of profiles and recompute their values, one row read and written per profile';
+
+CREATE OR REPLACE FUNCTION cdp.create_trait(name text, aggregate text, event text DEFAULT NULL, property text DEFAULT NULL,
+                                 "window" interval DEFAULT NULL, filter text DEFAULT NULL) RETURNS void
+  LANGUAGE plpgsql SECURITY DEFINER
+  SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  checked text;
+  tid integer;
+BEGIN
+  PERFORM cdp._check_name('computed trait', name);
+  IF name IN ('profile_id', 'traits') THEN
+    RAISE EXCEPTION 'a computed trait cannot be called "%"', name
+      USING ERRCODE = 'duplicate_column', DETAIL = 'cdp.profile_traits already has a column of that name.';
+  END IF;
+  IF EXISTS (SELECT FROM cdp.computed_traits c WHERE c.name = create_trait.name) THEN
+    RAISE EXCEPTION 'computed trait "%" already exists', name
+      USING ERRCODE = 'duplicate_object', HINT = 'Drop it first with cdp.drop_trait(), or choose another name.';
+  END IF;
+  IF aggregate IS NULL OR aggregate NOT IN ('count', 'sum', 'min', 'max', 'avg', 'first', 'last', 'count_distinct') THEN
+    RAISE EXCEPTION 'unknown aggregate "%"', aggregate
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Use one of count, sum, min, max, avg, first, last, count_distinct.';
+  END IF;
+  IF aggregate = 'count' AND property IS NOT NULL THEN
+    RAISE EXCEPTION 'count takes no property'
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = format('To count only events that have it, add the filter properties ? %L.', property);
+  END IF;
+  IF aggregate <> 'count' AND (property IS NULL OR property = '') THEN
+    RAISE EXCEPTION '% needs a property', aggregate
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = format('Name the event property to aggregate, e.g. cdp.create_trait(%L, %L, ''Order Completed'', ''revenue'').',
+                          name, aggregate);
+  END IF;
+  IF "window" IS NOT NULL AND "window" <= interval '0' THEN
+    RAISE EXCEPTION 'window must be positive, not %', "window"
+      USING ERRCODE = 'invalid_parameter_value', HINT = 'E.g. interval ''90 days''; NULL means all time.';
+  END IF;
+  IF filter IS NOT NULL THEN
+    checked := (cdp._check_expression(filter, '(SELECT ''{}''::jsonb AS properties) t', NULL)).expression;
+  END IF;
+
+  PERFORM cdp._audience_lock();
+  INSERT INTO cdp.computed_traits (name, aggregate, event, property, "window", filter, filter_sql)
+  VALUES (name, aggregate, event, property, "window", filter, checked)
+  RETURNING trait_id INTO tid;
+  -- Backfill from the events already stored (those still in the journal
+  -- are folded by the pass).
+  PERFORM cdp._trait_update('{}', now(), tombstones => false, all_events => true, only_trait => tid);
+  PERFORM cdp._rebuild_profile_traits();
+END $$;
+COMMENT ON FUNCTION cdp.create_trait(text, text, text, text, interval, text) IS
+  'Define a computed trait: aggregate (count, sum, min, max, avg, first, last, count_distinct) over the events named event (NULL: any), of property, within a rolling window (NULL: all time), of events matching filter (an SQL expression over properties); backfilled from stored events, then kept incrementally';
+
+CREATE OR REPLACE FUNCTION cdp.drop_trait(name text) RETURNS void
+  LANGUAGE plpgsql SECURITY DEFINER
+  SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  users text;
+BEGIN
+  PERFORM cdp._audience_lock();
+  IF NOT EXISTS (SELECT FROM cdp.computed_traits c WHERE c.name = drop_trait.name) THEN
+    RAISE EXCEPTION 'computed trait "%" does not exist', name
+      USING ERRCODE = 'undefined_object',
+            HINT = format('Known computed traits: %s.', coalesce((SELECT string_agg(c.name, ', ' ORDER BY c.name)
+                                                                   FROM cdp.computed_traits c), 'none'));
+  END IF;
+  SELECT string_agg(a.name, ', ' ORDER BY a.name) INTO users FROM cdp.audience_data a WHERE drop_trait.name = ANY (a.columns);
+  IF users IS NOT NULL THEN
+    RAISE EXCEPTION 'cannot drop computed trait "%" because audiences use it', name
+      USING ERRCODE = 'dependent_objects_still_exist', DETAIL = format('Used by: %s.', users),
+            HINT = 'Change or drop those audiences first.';
+  END IF;
+  DELETE FROM cdp.computed_traits c WHERE c.name = drop_trait.name;
+  -- Every profile that has it: its state and values without it (and the
+  -- next due time without its window).
+  PERFORM cdp._trait_update(ARRAY(SELECT v.profile_id FROM cdp.computed_trait_values v WHERE v.vals ? drop_trait.name),
+                            now(), tombstones => false);
+  PERFORM cdp._rebuild_profile_traits();
+END $$;
+COMMENT ON FUNCTION cdp.drop_trait(text) IS 'Drop a computed trait (refused while an audience rule uses it)';
+
+CREATE OR REPLACE FUNCTION cdp.rebuild_traits() RETURNS jsonb
+  LANGUAGE plpgsql SECURITY DEFINER
+  SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  live bigint[];
+BEGIN
+  PERFORM cdp._audience_lock();
+  -- Every state from scratch: the live profiles that have values or events.
+  PERFORM cdp._trait_update(NULL, now(), tombstones => false, all_events => true, reset_all => true);
+  SELECT coalesce(array_agg(p.profile_id), '{}') INTO live
+    FROM cdp.profile_data p JOIN cdp.computed_trait_values v ON v.profile_id = p.profile_id
+   WHERE p.merged_into IS NULL;
+  INSERT INTO cdp.journal (kind, profile_ids) SELECT 'identity', live WHERE cardinality(live) > 0;
+  RETURN jsonb_build_object('traits', (SELECT count(*) FROM cdp.computed_traits), 'profiles', cardinality(live));
+END $$;
+COMMENT ON FUNCTION cdp.rebuild_traits() IS
+  'Recompute every computed trait of every profile from the stored events (after retention deleted events, or to check the incremental state); the next pass re-evaluates the audiences of those profiles';
+
+CREATE OR REPLACE FUNCTION cdp._audience_pass(max_rows integer DEFAULT 1000) RETURNS jsonb
+  LANGUAGE plpgsql
+  SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  as_of timestamptz := now();
+  n_rows bigint;
+  n_events bigint;
+  ev bigint[];
+  ev_at timestamptz[];
+  ev_profiles bigint[];
+  ident bigint[];
+  rebuilt bigint[];
+  consent bigint[];
+  erased bigint[];
+  defs boolean;
+  due bigint[];
+  live_rebuilt bigint[];
+  survivors bigint[];
+  folded bigint[];
+  touched bigint[];
+  cand bigint[];
+  m record;
+  a cdp.audience_data;
+  lvl integer;
+  together cdp.audience_data[];
+  alone cdp.audience_data[];
+  res record;
+  lvl_changes bigint[];
+  lvl_changed jsonb;
+  changed jsonb := '{}';
+  all_changes bigint[] := '{}';
+  dep_changed bigint[];
+  errors integer := 0;
+  evaluated integer := 0;
+BEGIN
+  PERFORM cdp._audience_lock();
+  PERFORM cdp._rebuild_profile_traits();
+
+  WITH taken AS (
+    DELETE FROM cdp.journal j
+     WHERE j.journal_id IN (SELECT j2.journal_id FROM cdp.journal j2 ORDER BY j2.journal_id LIMIT max_rows)
+    RETURNING j.kind, j.profile_ids, j.event_ids, j.occurred_ats)
+  SELECT (SELECT count(*) FROM taken),
+         (SELECT coalesce(array_agg(u.e ORDER BY u.e), '{}') FROM taken t, unnest(t.event_ids) u(e) WHERE t.kind = 'events'),
+         (SELECT array_agg(u.a ORDER BY u.e) FROM taken t, unnest(t.event_ids, t.occurred_ats) u(e, a)
+           WHERE t.kind = 'events'),
+         (SELECT coalesce(array_agg(DISTINCT p), '{}') FROM taken t, unnest(t.profile_ids) p WHERE t.kind = 'events'),
+         (SELECT coalesce(array_agg(DISTINCT p), '{}') FROM taken t, unnest(t.profile_ids) p WHERE t.kind = 'identity'),
+         (SELECT coalesce(array_agg(DISTINCT p), '{}') FROM taken t, unnest(t.profile_ids) p WHERE t.kind = 'rebuilt'),
+         (SELECT coalesce(array_agg(DISTINCT p), '{}') FROM taken t, unnest(t.profile_ids) p WHERE t.kind = 'consent'),
+         (SELECT coalesce(array_agg(DISTINCT p), '{}') FROM taken t, unnest(t.profile_ids) p WHERE t.kind = 'erased'),
+         (SELECT count(*) > 0 FROM taken t WHERE t.kind = 'audience')
+    INTO n_rows, ev, ev_at, ev_profiles, ident, rebuilt, consent, erased, defs;
+  n_events := cardinality(ev);
+
+  -- 1. Merged profiles: their state joins the survivor's.
+  FOR m IN SELECT p.profile_id AS tomb, cdp.resolve(p.profile_id) AS survivor
+             FROM cdp.profile_data p
+            WHERE p.profile_id = ANY (ident) AND p.merged_into IS NOT NULL
+              AND EXISTS (SELECT FROM cdp.computed_trait_values v WHERE v.profile_id = p.profile_id) LOOP
+    INSERT INTO cdp.computed_trait_values AS s (profile_id, state)
+    SELECT m.survivor, o.state FROM cdp.computed_trait_values o WHERE o.profile_id = m.tomb AND o.state IS NOT NULL
+    ON CONFLICT (profile_id) DO UPDATE SET state = cdp._trait_state_merge(s.state, excluded.state);
+    DELETE FROM cdp.computed_trait_values v WHERE v.profile_id = m.tomb;
+  END LOOP;
+  -- Rebuilt from events: the live profiles among those rebuilt (split,
+  -- restitch) and the survivors of rebuilt profiles merged since (whose
+  -- state, combined in above, predates the rebuild: events the rebuild
+  -- moved to them are missing from it, events it moved away are still
+  -- counted).  Erased profiles lose their row below.
+  SELECT coalesce(array_agg(DISTINCT coalesce(p.merged_into, p.profile_id)), '{}') INTO live_rebuilt
+    FROM cdp.profile_data p WHERE p.profile_id = ANY (rebuilt);
+
+  -- 2-4. Every touched profile: new events folded in, due expiries
+  -- dropped, values recomputed -- one statement.  Survivors of merges are
+  -- touched too.
+  SELECT coalesce(array_agg(v.profile_id), '{}') INTO due
+    FROM cdp.computed_trait_values v WHERE v.next_due <= as_of;
+  SELECT coalesce(array_agg(DISTINCT x), '{}') INTO touched
+    FROM unnest(ident || rebuilt || erased || consent || due || ev_profiles || live_rebuilt) x;
+  SELECT coalesce(array_agg(DISTINCT p.merged_into), '{}') INTO survivors
+    FROM cdp.profile_data p WHERE p.profile_id IN (SELECT unnest(touched)) AND p.merged_into IS NOT NULL;
+  folded := cdp._trait_update(touched || survivors, as_of, ev,
+                              CASE WHEN array_position(ev_at, NULL) IS NULL THEN ev_at END, live_rebuilt,
+                              cardinality(ident) + cardinality(rebuilt) + cardinality(erased) > 0);
+  SELECT coalesce(array_agg(DISTINCT x), '{}') INTO touched FROM unnest(touched || survivors || folded) x;
+
+  -- 5. Audiences, in dependency order.  Those of one level that need no
+  -- full evaluation go together (one statement); if any of their rules fails
+  -- they go one at a time, so that one failing rule does not stop the others.
+  FOR lvl IN SELECT DISTINCT ad.level FROM cdp.audience_data ad ORDER BY ad.level LOOP
+    SELECT coalesce(array_agg(ad ORDER BY ad.audience_id) FILTER (WHERE NOT ad.needs_full), '{}'),
+           coalesce(array_agg(ad ORDER BY ad.audience_id) FILTER (WHERE ad.needs_full), '{}')
+      INTO together, alone
+      FROM cdp.audience_data ad WHERE ad.level = lvl;
+    -- The profiles whose membership of an audience used here changed.
+    SELECT coalesce(array_agg(DISTINCT x::bigint), '{}') INTO dep_changed
+      FROM unnest(together) g, unnest(g.depends_on) d, jsonb_array_elements_text(coalesce(changed -> d, '[]')) x;
+    cand := touched || dep_changed;
+    IF cardinality(together) > 0 AND cardinality(cand) > 0 THEN
+      BEGIN
+        WITH e AS MATERIALIZED (SELECT * FROM cdp._evaluate_level(together, cand, due, as_of))
+        SELECT (SELECT coalesce(array_agg(u.c ORDER BY u.c), '{}') FROM e, unnest(e.change_ids) AS u(c)),
+               (SELECT coalesce(jsonb_object_agg(g.name, to_jsonb(e.changed)), '{}')
+                  FROM e JOIN unnest(together) AS g ON g.audience_id = e.audience_id)
+          INTO lvl_changes, lvl_changed;
+        UPDATE cdp.audience_data ad SET last_evaluated_at = as_of, error = NULL, errored_at = NULL
+         WHERE ad.audience_id IN (SELECT g.audience_id FROM unnest(together) AS g)
+           AND (ad.error IS NOT NULL OR ad.last_evaluated_at IS DISTINCT FROM as_of);
+        -- (only now: a failure above leaves them as they were)
+        all_changes := all_changes || lvl_changes;
+        changed := changed || lvl_changed;
+        evaluated := evaluated + cardinality(together);
+      EXCEPTION WHEN OTHERS THEN
+        alone := together || alone;
+      END;
+    END IF;
+    FOREACH a IN ARRAY alone LOOP
+      SELECT coalesce(array_agg(DISTINCT x::bigint), '{}') INTO dep_changed
+        FROM unnest(a.depends_on) d, jsonb_array_elements_text(coalesce(changed -> d, '[]')) x;
+      cand := touched || dep_changed;
+      IF NOT a.needs_full AND cardinality(cand) = 0 THEN
+        CONTINUE;
+      END IF;
+      BEGIN
+        res := cdp._evaluate_audience(a, cand, a.needs_full, due, as_of);
+        all_changes := all_changes || res.change_ids;
+        changed := changed || jsonb_build_object(a.name, to_jsonb(res.changed));
+        UPDATE cdp.audience_data ad SET last_evaluated_at = as_of, needs_full = false, error = NULL, errored_at = NULL
+         WHERE ad.audience_id = a.audience_id
+           AND (ad.needs_full OR ad.error IS NOT NULL OR ad.last_evaluated_at IS DISTINCT FROM as_of);
+        evaluated := evaluated + 1;
+      EXCEPTION WHEN OTHERS THEN
+        -- Re-evaluated in full once it works again: what it missed is not lost.
+        UPDATE cdp.audience_data ad SET error = SQLERRM, errored_at = as_of, needs_full = true
+         WHERE ad.audience_id = a.audience_id;
+        errors := errors + 1;
+      END;
+    END LOOP;
+  END LOOP;
+
+  -- 6. The activation stage turns the changes into outbox messages, in
+  -- this transaction.
+  PERFORM cdp._activation_stage(all_changes,
+                                (SELECT coalesce(array_agg(p.profile_id), '{}') FROM cdp.profile_data p
+                                  WHERE p.profile_id = ANY (consent) AND p.merged_into IS NULL),
+                                erased);
+
+  RETURN jsonb_build_object('journal_rows', n_rows, 'events', n_events, 'profiles', cardinality(touched),
+                            'due', cardinality(due), 'audiences', evaluated, 'errors', errors,
+                            'more', n_rows >= max_rows)
+         || cdp._change_counts(all_changes);
+END $$;
+COMMENT ON FUNCTION cdp._audience_pass(integer) IS
+  'Internal: one audience pass over at most max_rows journal rows (the worker''s unit of work)';
+
+CREATE OR REPLACE FUNCTION cdp.erase_subject(subject cdp.identifier, reason text) RETURNS jsonb
+  LANGUAGE plpgsql SECURITY DEFINER
+  SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  pid bigint;
+  ids cdp.identifier[];
+  pids bigint[];
+  hashes text[];
+  erasure bigint;
+  n_events bigint;
+  n_ledger bigint;
+BEGIN
+  IF reason IS NULL OR btrim(reason) = '' THEN
+    RAISE EXCEPTION 'an erasure needs a reason'
+      USING ERRCODE = 'invalid_parameter_value', HINT = 'E.g. ''Art. 17 request of 2026-11-22, ticket 4711''.';
+  END IF;
+  PERFORM cdp._lock_identity();
+
+  pid := cdp.profile_of(subject);
+  IF pid IS NULL THEN
+    ids := ARRAY[subject];
+    pids := '{}';
+  ELSE
+    SELECT array_agg(i.identifier) INTO ids FROM cdp.identity_data i WHERE i.profile_id = pid;
+    SELECT array_agg(p.profile_id) INTO pids FROM cdp.profile_data p WHERE p.profile_id = pid OR p.merged_into = pid;
+  END IF;
+  SELECT array_agg(DISTINCT cdp._identifier_sha256(x) ORDER BY cdp._identifier_sha256(x)) INTO hashes FROM unnest(ids) x;
+
+  -- Events of other people that carried one of these identifiers (dropped
+  -- there by a rule) keep the event but lose the identifier.
+  UPDATE cdp.event_data e SET identifiers = (SELECT coalesce(array_agg(x), '{}') FROM unnest(e.identifiers) x
+                                              WHERE NOT x OPERATOR(cdp.=) ANY (ids))
+   WHERE e.event_id IN (SELECT c.event_id FROM cdp.identity_conflicts c WHERE c.identifier OPERATOR(cdp.=) ANY (ids))
+     AND e.profile_id <> ALL (pids);
+
+  DELETE FROM cdp.message_ids m USING cdp.event_data e
+   WHERE e.profile_id = ANY (pids) AND m.message_id = e.message_id AND m.event_id = e.event_id;
+  DELETE FROM cdp.event_data e WHERE e.profile_id = ANY (pids);
+  GET DIAGNOSTICS n_events = ROW_COUNT;
+  DELETE FROM cdp.identity_conflicts c WHERE c.profile_id = ANY (pids) OR c.identifier OPERATOR(cdp.=) ANY (ids);
+  DELETE FROM cdp.merges m WHERE m.profile_id = ANY (pids) OR m.merged_profile_id = ANY (pids);
+  DELETE FROM cdp.trait_data t WHERE t.profile_id = ANY (pids);
+  DELETE FROM cdp.identity_data i WHERE i.profile_id = ANY (pids) OR i.identifier OPERATOR(cdp.=) ANY (ids);
+  DELETE FROM cdp.consent_state s WHERE s.profile_id = ANY (pids);
+  DELETE FROM cdp.profile_data p WHERE p.profile_id = ANY (pids);
+  -- Computed traits go now; memberships leave through the audience pass,
+  -- which logs the exits (destinations must hear of them).
+  DELETE FROM cdp.computed_trait_values v WHERE v.profile_id = ANY (pids);
+  IF cardinality(pids) > 0 THEN
+    INSERT INTO cdp.journal (kind, profile_ids) VALUES ('erased', pids);
+  END IF;
+
+  -- The person's decisions are those recorded for their identifiers (the
+  -- profile an entry was recorded under may since have been split).
+  PERFORM set_config('cdp.erasure_in_progress', 'on', true);
+  DELETE FROM cdp.consent_data l WHERE l.subject OPERATOR(cdp.=) ANY (ids);
+  GET DIAGNOSTICS n_ledger = ROW_COUNT;
+  PERFORM set_config('cdp.erasure_in_progress', 'off', true);
+
+  INSERT INTO cdp.erasures (reason, identifier_hashes) VALUES (reason, hashes) RETURNING erasure_id INTO erasure;
+  INSERT INTO cdp.suppressed_identifiers (identifier_hash, erasure_id)
+  SELECT h, erasure FROM unnest(hashes) h ON CONFLICT (identifier_hash) DO UPDATE SET erasure_id = excluded.erasure_id;
+
+  RETURN jsonb_build_object('erasure_id', erasure, 'profiles', cardinality(pids), 'identifiers', cardinality(ids),
+                            'events', n_events, 'ledger_entries', n_ledger, 'suppressed', cardinality(hashes));
+END $$;
+COMMENT ON FUNCTION cdp.erase_subject(cdp.identifier, text) IS
+  'Erase the person an identifier belongs to (GDPR Art. 17): events, identifiers, traits, merges, consent ledger and everything derived; keeps only an erasure record (SHA-256 of the identifiers, date, reason) and suppresses the identifiers for future ingestion';
+
+REVOKE EXECUTE ON FUNCTION
+  cdp._trait_state_fold(internal, integer, text, boolean, timestamptz, bigint, text), cdp._trait_state_final(internal),
+  cdp._trait_state_agg(integer, text, boolean, timestamptz, bigint, text), cdp._trait_state_merge(bytea, bytea),
+  cdp._trait_state_union(bytea), cdp._trait_state_apply(bytea, bytea, timestamptz, integer[], text[], text[], interval[]),
+  cdp._trait_state_json(bytea),
+  cdp._trait_update(bigint[], timestamptz, bigint[], timestamptz[], bigint[], boolean, boolean, boolean, integer)
+FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+  cdp._trait_state_fold(internal, integer, text, boolean, timestamptz, bigint, text), cdp._trait_state_final(internal),
+  cdp._trait_state_agg(integer, text, boolean, timestamptz, bigint, text), cdp._trait_state_merge(bytea, bytea),
+  cdp._trait_state_union(bytea), cdp._trait_state_apply(bytea, bytea, timestamptz, integer[], text[], text[], interval[]),
+  cdp._trait_state_json(bytea),
+  cdp._trait_update(bigint[], timestamptz, bigint[], timestamptz[], bigint[], boolean, boolean, boolean, integer)
+TO cdp_admin;

@@ -110,6 +110,22 @@ CREATE FUNCTION cdp._rule_source(restricted boolean) RETURNS text
                 cdp._trait_columns(), CASE WHEN restricted THEN ' AND p.profile_id IN (SELECT unnest($1))' ELSE '' END);
 COMMENT ON FUNCTION cdp._rule_source(boolean) IS 'Internal: the FROM item audience rules are evaluated against';
 
+-- What a pass gathers of each profile it brought current (cdp._trait_update),
+-- once for every level of audiences: the rule's row and the consent in force.
+CREATE TYPE cdp._rule_input AS (profile_id bigint, traits jsonb, vals jsonb, consent_until timestamptz[]);
+COMMENT ON TYPE cdp._rule_input IS
+  'Internal: a profile as the audience pass evaluates rules against it (traits, computed trait values, consent in force by purpose slot)';
+
+-- The same row as cdp._rule_source(), from gathered rows (parameter $n),
+-- with the consent in force as _consent_until (no trait can be called so).
+CREATE FUNCTION cdp._rule_source_rows(n integer) RETURNS text
+  LANGUAGE sql STABLE
+  SET search_path = pg_catalog, pg_temp
+  RETURN format('(SELECT v.profile_id, v.traits, v.consent_until AS _consent_until%s FROM unnest($%s::cdp._rule_input[]) v) t',
+                cdp._trait_columns(), n);
+COMMENT ON FUNCTION cdp._rule_source_rows(integer) IS
+  'Internal: the FROM item audience rules are evaluated against, from the rows a pass gathered';
+
 -- What cdp.in_audience('x') becomes inside a rule.
 CREATE FUNCTION cdp._membership_sql() RETURNS text
   LANGUAGE sql IMMUTABLE
@@ -180,12 +196,16 @@ COMMENT ON FUNCTION cdp._trait_state_json(bytea) IS
 --                 only_trait, or, with reset_all, a rebuild of every state)
 -- Events still waiting in the journal are never read from storage: a later
 -- pass folds them, so that none is counted twice nor missed.  Every profile
--- with a folded event is brought current too; they are returned.
+-- with a folded event is brought current too; they are returned (folded),
+-- and with gather every live profile brought current as audience rules
+-- read it (rows: the pass evaluates every level from them, instead of
+-- reading each profile again per level).
 CREATE FUNCTION cdp._trait_update(profiles bigint[], as_of timestamptz,
                                   event_ids bigint[] DEFAULT NULL, event_times timestamptz[] DEFAULT NULL,
                                   reset bigint[] DEFAULT '{}', tombstones boolean DEFAULT true,
                                   all_events boolean DEFAULT false, reset_all boolean DEFAULT false,
-                                  only_trait integer DEFAULT NULL) RETURNS bigint[]
+                                  only_trait integer DEFAULT NULL, gather boolean DEFAULT false,
+                                  OUT folded bigint[], OUT rows cdp._rule_input[])
   LANGUAGE plpgsql
   SET search_path = pg_catalog, pg_temp
 AS $$
@@ -202,7 +222,6 @@ DECLARE
   names text[];
   aggs text[];
   windows interval[];
-  folded bigint[];
 BEGIN
   SELECT coalesce(array_agg(d.trait_id ORDER BY d.trait_id), '{}'), coalesce(array_agg(d.name ORDER BY d.trait_id), '{}'),
          coalesce(array_agg(d.aggregate ORDER BY d.trait_id), '{}'), coalesce(array_agg(d."window" ORDER BY d.trait_id), '{}')
@@ -258,20 +277,25 @@ BEGIN
       SELECT m.profile_id, cdp._trait_state_agg(m.trait_id, m.agg, m.windowed, m.occurred_at, m.event_id, m.v) AS st
         FROM (%s) AS m(profile_id, trait_id, agg, windowed, occurred_at, event_id, v)
        GROUP BY m.profile_id),
-    up AS (
-      INSERT INTO cdp.computed_trait_values AS t (profile_id, vals, next_due, state)
-      SELECT p.profile_id, r.vals, least(r.due, cs.due), r.state
+    src AS MATERIALIZED (
+      SELECT p.profile_id, p.traits, p.consent_until, r.vals, r.state,
+             -- when the values next change on their own: a window entry
+             -- leaving, or a consent in force expiring
+             least(r.due, (SELECT min(u) FROM unnest(p.consent_until) AS u WHERE u > $2 AND u < 'infinity')) AS due
         FROM (%s) AS k(profile_id)
         JOIN cdp.profile_data p ON p.profile_id = k.profile_id AND p.merged_into IS NULL
         LEFT JOIN f ON f.profile_id = p.profile_id
         LEFT JOIN cdp.computed_trait_values o ON o.profile_id = p.profile_id
-        CROSS JOIN LATERAL cdp._trait_state_apply(%s, f.st, $2, $6, $7, $8, $9) r
-        LEFT JOIN LATERAL (SELECT min(c.expires_at) AS due FROM cdp.consent_state c
-                            WHERE c.profile_id = p.profile_id AND c.granted AND c.expires_at > $2) cs ON true
+        CROSS JOIN LATERAL cdp._trait_state_apply(%s, f.st, $2, $6, $7, $8, $9) r),
+    up AS (
+      INSERT INTO cdp.computed_trait_values AS t (profile_id, vals, next_due, state)
+      SELECT s.profile_id, s.vals, s.due, s.state FROM src s
       ON CONFLICT (profile_id) DO UPDATE SET vals = excluded.vals, next_due = excluded.next_due, state = excluded.state
        WHERE t.vals IS DISTINCT FROM excluded.vals OR t.next_due IS DISTINCT FROM excluded.next_due
           OR t.state IS DISTINCT FROM excluded.state)
-    SELECT coalesce(array_agg(f.profile_id), '{}') FROM f $q$,
+    SELECT (SELECT coalesce(array_agg(f.profile_id), '{}') FROM f),
+           CASE WHEN $10 THEN (SELECT coalesce(array_agg(ROW(s.profile_id, s.traits, s.vals, s.consent_until)::cdp._rule_input),
+                                               '{}') FROM src s) END $q$,
     CASE WHEN cardinality(sources) = 0 OR cardinality(parts) = 0
          THEN 'SELECT NULL::bigint AS profile_id, NULL::bigint AS event_id, NULL::timestamptz AS occurred_at, '
               'NULL::text AS event, NULL::jsonb AS properties WHERE false'
@@ -287,18 +311,17 @@ BEGIN
     CASE WHEN reset_all THEN 'NULL::bytea'
          WHEN cardinality(reset) > 0 THEN 'CASE WHEN p.profile_id = ANY ($5) THEN NULL ELSE o.state END'
          ELSE 'o.state' END)
-    INTO folded
-    USING profiles, as_of, event_ids, event_times, reset, ids, names, aggs, windows;
+    INTO folded, rows
+    USING profiles, as_of, event_ids, event_times, reset, ids, names, aggs, windows, gather;
 
   IF tombstones AND profiles IS NOT NULL THEN
     DELETE FROM cdp.computed_trait_values v
      WHERE v.profile_id IN (SELECT unnest(profiles))
        AND NOT EXISTS (SELECT FROM cdp.profile_data p WHERE p.profile_id = v.profile_id AND p.merged_into IS NULL);
   END IF;
-  RETURN folded;
 END $$;
-COMMENT ON FUNCTION cdp._trait_update(bigint[], timestamptz, bigint[], timestamptz[], bigint[], boolean, boolean, boolean, integer) IS
-  'Internal: fold events into the computed-trait state of profiles and recompute their values, one row read and written per profile';
+COMMENT ON FUNCTION cdp._trait_update(bigint[], timestamptz, bigint[], timestamptz[], bigint[], boolean, boolean, boolean, integer, boolean) IS
+  'Internal: fold events into the computed-trait state of profiles and recompute their values, one row read and written per profile; returns the profiles with folded events and (gather) the live profiles as audience rules read them';
 
 -- Audiences ------------------------------------------------------------
 
@@ -737,8 +760,11 @@ COMMENT ON FUNCTION cdp._evaluate_audience(cdp.audience_data, bigint[], boolean,
 -- (rather than one statement, one plan and one set of index probes per
 -- audience).  Audiences of one level do not use each other.  An error in any
 -- rule fails the whole statement; the pass then falls back to one audience at
--- a time, which isolates it.
-CREATE FUNCTION cdp._evaluate_level(auds cdp.audience_data[], cand bigint[], due bigint[], as_of timestamptz)
+-- a time, which isolates it.  With rows (what the pass gathered of the
+-- candidates when it brought their traits current) the rules read those,
+-- consent included, instead of the profiles' rows again.
+CREATE FUNCTION cdp._evaluate_level(auds cdp.audience_data[], cand bigint[], due bigint[], as_of timestamptz,
+                                    rows cdp._rule_input[] DEFAULT NULL)
   RETURNS TABLE (audience_id integer, change_ids bigint[], changed bigint[])
   LANGUAGE plpgsql
   SET search_path = pg_catalog, pg_temp
@@ -747,14 +773,14 @@ BEGIN
   RETURN QUERY EXECUTE format($q$
     WITH cs AS MATERIALIZED (
       -- the candidates' consent for the purposes used here, one probe each
+      -- (not with rows: they carry it)
       SELECT c.profile_id, c.purpose FROM cdp.consent_state c
-       WHERE c.profile_id IN (SELECT unnest($1)) AND c.purpose = ANY ($5) AND c.granted
+       WHERE $6 IS NULL AND c.profile_id IN (SELECT unnest($1)) AND c.purpose = ANY ($5) AND c.granted
          AND (c.expires_at IS NULL OR c.expires_at > $3)),
     r AS MATERIALIZED (
       SELECT t.profile_id, x.audience_id,
-             x.purpose IS NULL OR EXISTS (SELECT FROM cs WHERE cs.profile_id = t.profile_id AND cs.purpose = x.purpose)
-               AS consented
-        FROM %s CROSS JOIN LATERAL (VALUES %s) AS x(audience_id, hit, purpose)
+             x.purpose IS NULL OR %s AS consented
+        FROM %s CROSS JOIN LATERAL (VALUES %s) AS x(audience_id, hit, purpose, slot)
        WHERE x.hit),
     cur AS MATERIALIZED (SELECT m.profile_id, m.audience_id FROM cdp.audience_member_data m
                           WHERE m.profile_id IN (SELECT unnest($1)) AND m.audience_id = ANY ($2)),
@@ -786,13 +812,20 @@ BEGIN
            coalesce(array_agg(log.profile_id) FILTER (WHERE log.change_id IS NOT NULL), '{}')
       FROM unnest($2) AS a(id) LEFT JOIN log ON log.audience_id = a.id
      GROUP BY a.id $q$,
-    cdp._rule_source(true),
-    (SELECT string_agg(format('(%s, (%s), %L::text)', a.audience_id, a.expression, a.purpose), ', ' ORDER BY a.audience_id)
+    CASE WHEN rows IS NULL
+         THEN 'EXISTS (SELECT FROM cs WHERE cs.profile_id = t.profile_id AND cs.purpose = x.purpose)'
+         -- granted, and not expired (a grant without expiry: infinity)
+         ELSE 'coalesce(t._consent_until[x.slot] > $3, false)' END,
+    CASE WHEN rows IS NULL THEN cdp._rule_source(true) ELSE cdp._rule_source_rows(6) END,
+    (SELECT string_agg(format('(%s, (%s), %L::text, %s)', a.audience_id, a.expression, a.purpose,
+                              coalesce((SELECT pu.slot FROM cdp.purposes pu WHERE pu.purpose = a.purpose)::text, 'NULL::integer')),
+                       ', ' ORDER BY a.audience_id)
        FROM unnest(auds) AS a))
   USING cand, (SELECT array_agg(a.audience_id) FROM unnest(auds) AS a), as_of, due,
-        (SELECT coalesce(array_agg(DISTINCT a.purpose) FILTER (WHERE a.purpose IS NOT NULL), '{}') FROM unnest(auds) AS a);
+        (SELECT coalesce(array_agg(DISTINCT a.purpose) FILTER (WHERE a.purpose IS NOT NULL), '{}') FROM unnest(auds) AS a),
+        rows;
 END $$;
-COMMENT ON FUNCTION cdp._evaluate_level(cdp.audience_data[], bigint[], bigint[], timestamptz) IS
+COMMENT ON FUNCTION cdp._evaluate_level(cdp.audience_data[], bigint[], bigint[], timestamptz, cdp._rule_input[]) IS
   'Internal: bring audiences of one dependency level current for some profiles in one statement and log the changes';
 
 -- One pass: a batch of the journal, the due window expiries, every
@@ -817,6 +850,7 @@ DECLARE
   live_rebuilt bigint[];
   survivors bigint[];
   folded bigint[];
+  gathered cdp._rule_input[];
   touched bigint[];
   cand bigint[];
   m record;
@@ -880,9 +914,11 @@ BEGIN
     FROM unnest(ident || rebuilt || erased || consent || due || ev_profiles || live_rebuilt) x;
   SELECT coalesce(array_agg(DISTINCT p.merged_into), '{}') INTO survivors
     FROM cdp.profile_data p WHERE p.profile_id IN (SELECT unnest(touched)) AND p.merged_into IS NOT NULL;
-  folded := cdp._trait_update(touched || survivors, as_of, ev,
-                              CASE WHEN array_position(ev_at, NULL) IS NULL THEN ev_at END, live_rebuilt,
-                              cardinality(ident) + cardinality(rebuilt) + cardinality(erased) > 0);
+  SELECT u.folded, u.rows INTO folded, gathered
+    FROM cdp._trait_update(touched || survivors, as_of, ev,
+                           CASE WHEN array_position(ev_at, NULL) IS NULL THEN ev_at END, live_rebuilt,
+                           cardinality(ident) + cardinality(rebuilt) + cardinality(erased) > 0,
+                           gather => true) u;
   SELECT coalesce(array_agg(DISTINCT x), '{}') INTO touched FROM unnest(touched || survivors || folded) x;
 
   -- 5. Audiences, in dependency order.  Those of one level that need no
@@ -899,7 +935,10 @@ BEGIN
     cand := touched || dep_changed;
     IF cardinality(together) > 0 AND cardinality(cand) > 0 THEN
       BEGIN
-        WITH e AS MATERIALIZED (SELECT * FROM cdp._evaluate_level(together, cand, due, as_of))
+        -- (a profile whose membership of an audience used here changed is
+        -- among those gathered, unless a full evaluation changed it)
+        WITH e AS MATERIALIZED (SELECT * FROM cdp._evaluate_level(together, cand, due, as_of,
+                                                                  CASE WHEN dep_changed <@ touched THEN gathered END))
         SELECT (SELECT coalesce(array_agg(u.c ORDER BY u.c), '{}') FROM e, unnest(e.change_ids) AS u(c)),
                (SELECT coalesce(jsonb_object_agg(g.name, to_jsonb(e.changed)), '{}')
                   FROM e JOIN unnest(together) AS g ON g.audience_id = e.audience_id)

@@ -473,48 +473,70 @@ write_profiles_and_merges(Graph *g)
 	}
 }
 
+/*
+ * Identifiers whose row must change: new ones are inserted, stored ones
+ * updated, each with a plain statement.  (An upsert would probe the key
+ * index once more per row and insert speculatively.)  The identifier locks
+ * (or the exclusive graph lock) held since load_graph() keep the split
+ * true: no other transaction can insert or remove these keys meanwhile.
+ */
 static void
 write_identifiers(Graph *g)
 {
-	ArrayBuild	ident,
+	ArrayBuild	ident[2],
 				kind,
-				pid,
-				source,
-				first,
-				last;
+				pid[2],
+				source[2],
+				first[2],
+				last[2];
 
-	ab_init(&ident, identifier_type_oid());
+	for (int k = 0; k < 2; k++)
+	{
+		ab_init(&ident[k], identifier_type_oid());
+		ab_init(&pid[k], INT8OID);
+		ab_init(&source[k], TEXTOID);
+		ab_init(&first[k], TIMESTAMPTZOID);
+		ab_init(&last[k], TIMESTAMPTZOID);
+	}
 	ab_init(&kind, TEXTOID);
-	ab_init(&pid, INT8OID);
-	ab_init(&source, TEXTOID);
-	ab_init(&first, TIMESTAMPTZOID);
-	ab_init(&last, TIMESTAMPTZOID);
 	for (int64 i = 0; i < g->nidents; i++)
 	{
 		GraphIdent *id = g->ident_list[i];
+		int			k = id->stored ? 1 : 0;
 
 		if (!id->dirty || id->profile == NULL)
 			continue;
-		ab_add_text(&ident, id->key);
-		ab_add(&kind, PointerGetDatum(cstring_to_text_with_len(id->key, strchr(id->key, ':') - id->key)), false);
-		ab_add(&pid, Int64GetDatum(graph_live_id(id->profile)), false);
-		ab_add_text(&source, id->source);
-		ab_add(&first, TimestampTzGetDatum(id->first_seen), false);
-		ab_add(&last, TimestampTzGetDatum(id->last_seen), false);
+		ab_add_text(&ident[k], id->key);
+		if (!id->stored)
+			ab_add(&kind, PointerGetDatum(cstring_to_text_with_len(id->key, strchr(id->key, ':') - id->key)), false);
+		ab_add(&pid[k], Int64GetDatum(graph_live_id(id->profile)), false);
+		ab_add_text(&source[k], id->source);
+		ab_add(&first[k], TimestampTzGetDatum(id->first_seen), false);
+		ab_add(&last[k], TimestampTzGetDatum(id->last_seen), false);
 	}
-	if (ident.n > 0)
+	if (ident[0].n > 0)
 	{
 		Oid			types[6] = {IDENTIFIER_ARRAY_PLACEHOLDER, TEXTARRAYOID, INT8ARRAYOID, TEXTARRAYOID,
 		TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID};
-		Datum		args[6] = {ab_result(&ident), ab_result(&kind), ab_result(&pid), ab_result(&source),
-		ab_result(&first), ab_result(&last)};
+		Datum		args[6] = {ab_result(&ident[0]), ab_result(&kind), ab_result(&pid[0]), ab_result(&source[0]),
+		ab_result(&first[0]), ab_result(&last[0])};
 
-		store_exec(PLAN_UPSERT_IDENTS,
-				   "INSERT INTO cdp.identity_data AS i (identifier, kind, profile_id, source, first_seen, last_seen) "
-				   "SELECT * FROM unnest($1, $2, $3, $4, $5, $6) "
-				   "ON CONFLICT (identifier) DO UPDATE SET profile_id = excluded.profile_id, "
-				   "source = excluded.source, first_seen = excluded.first_seen, last_seen = excluded.last_seen",
+		store_exec(PLAN_INSERT_IDENTS,
+				   "INSERT INTO cdp.identity_data (identifier, kind, profile_id, source, first_seen, last_seen) "
+				   "SELECT * FROM unnest($1, $2, $3, $4, $5, $6)",
 				   6, types, args, NULL, false);
+	}
+	if (ident[1].n > 0)
+	{
+		Oid			types[5] = {IDENTIFIER_ARRAY_PLACEHOLDER, INT8ARRAYOID, TEXTARRAYOID,
+		TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID};
+		Datum		args[5] = {ab_result(&ident[1]), ab_result(&pid[1]), ab_result(&source[1]),
+		ab_result(&first[1]), ab_result(&last[1])};
+
+		store_exec(PLAN_UPDATE_IDENTS,
+				   "UPDATE cdp.identity_data i SET profile_id = u.p, source = u.s, first_seen = u.f, last_seen = u.l "
+				   "FROM unnest($1, $2, $3, $4, $5) AS u(i, p, s, f, l) WHERE i.identifier OPERATOR(cdp.=) u.i",
+				   5, types, args, NULL, false);
 	}
 }
 

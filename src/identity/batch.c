@@ -541,6 +541,92 @@ write_identifiers(Graph *g)
 }
 
 /*
+ * The traits a batch wrote, per profile: the keys whose trait rows changed,
+ * with their new values, as one object (NULL when a merge brought traits in
+ * and the snapshot must be rebuilt from all of them).
+ */
+typedef struct ProfileTraits
+{
+	int64		profile_id;		/* hash key */
+	Datum		changed;
+	List	   *rows;			/* while collecting: row numbers in SPI_tuptable */
+} ProfileTraits;
+
+static HTAB *
+profile_traits_create(void)
+{
+	HASHCTL		ctl;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(ProfileTraits);
+	ctl.hcxt = CurrentMemoryContext;
+	return hash_create("cdp traits written", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+}
+
+/*
+ * The trait upsert's returned rows (profile_id, key, value), one object of
+ * the changed keys per profile.  (Aggregating them in SQL, through a CTE,
+ * cost more than the snapshot rebuild it saves.)
+ */
+static void
+collect_changed_traits(HTAB *traits)
+{
+	SPITupleTable *tt = SPI_tuptable;
+	HASH_SEQ_STATUS seq;
+	ProfileTraits *pt;
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		int64		p = DatumGetInt64(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
+		bool		found;
+
+		pt = hash_search(traits, &p, HASH_ENTER, &found);
+		if (!found)
+			pt->rows = NIL;
+		pt->rows = lappend_int(pt->rows, (int) i);
+	}
+
+	hash_seq_init(&seq, traits);
+	while ((pt = hash_seq_search(&seq)) != NULL)
+	{
+		JsonbParseState *state = NULL;
+		JsonbValue *res;
+		ListCell   *lc;
+
+		pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+		foreach(lc, pt->rows)
+		{
+			HeapTuple	tup = tt->vals[lfirst_int(lc)];
+			bool		isnull;
+			text	   *key = DatumGetTextPP(SPI_getbinval(tup, tt->tupdesc, 2, &isnull));
+			Jsonb	   *value = DatumGetJsonbP(SPI_getbinval(tup, tt->tupdesc, 3, &isnull));
+			JsonbValue	k,
+						v;
+
+			k.type = jbvString;
+			k.val.string.val = VARDATA_ANY(key);
+			k.val.string.len = VARSIZE_ANY_EXHDR(key);
+			pushJsonbValue(&state, WJB_KEY, &k);
+			if (JB_ROOT_IS_SCALAR(value))
+				JsonbExtractScalar(&value->root, &v);
+			else
+			{
+				v.type = jbvBinary;
+				v.val.binary.data = &value->root;
+				v.val.binary.len = VARSIZE(value) - VARHDRSZ;
+			}
+			pushJsonbValue(&state, WJB_VALUE, &v);
+		}
+		res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+		pt->changed = JsonbPGetDatum(JsonbValueToJsonb(res));
+		list_free(pt->rows);
+		pt->rows = NIL;
+	}
+}
+
+/*
  * The events go in as one array of cdp.event_data rows, each with its own
  * identifier array.  (Parallel arrays would carry the identifiers flat, to
  * be sliced per event, and slicing an array of variable-length elements
@@ -649,7 +735,7 @@ event_rows_add(EventRows *er, const IngestMessage *m, Oid identifier_type)
 }
 
 static void
-write_events_and_traits(Graph *g, IngestMessage *msgs, int n)
+write_events_and_traits(Graph *g, IngestMessage *msgs, int n, HTAB *traits)
 {
 	Oid			identifier_type = identifier_type_oid();
 	EventRows	er;
@@ -716,8 +802,10 @@ write_events_and_traits(Graph *g, IngestMessage *msgs, int n)
 				   "ORDER BY u.p, j.key, u.o DESC, u.e DESC "
 				   "ON CONFLICT (profile_id, key) DO UPDATE SET value = excluded.value, "
 				   "occurred_at = excluded.occurred_at, event_id = excluded.event_id "
-				   "WHERE (excluded.occurred_at, excluded.event_id) > (t.occurred_at, t.event_id)",
+				   "WHERE (excluded.occurred_at, excluded.event_id) > (t.occurred_at, t.event_id) "
+				   "RETURNING t.profile_id, t.key, t.value",
 				   4, types, args, NULL, false);
+		collect_changed_traits(traits);
 	}
 }
 
@@ -739,63 +827,64 @@ ensure_partitions(IngestMessage *msgs, int n)
 	ensure_event_partitions(months, nmonths);
 }
 
-/* Touched live profiles: updated_at, and the traits snapshot where it may have changed. */
+/*
+ * Live profiles whose row changes: updated_at where it moved, and the
+ * traits snapshot where trait rows changed.  The snapshot is the object of
+ * the profile's trait rows: the keys that changed are merged into it, and
+ * it is rebuilt from the rows when a merge brought the traits of another
+ * profile in.  A profile the batch touched without moving either (its
+ * updated_at already is this batch's received_at, and no trait it carried
+ * won) is not written at all.
+ */
 static void
-write_profile_updates(Graph *g, IngestMessage *msgs, int n)
+write_profile_updates(Graph *g, HTAB *traits)
 {
 	ArrayBuild	ids,
 				upd,
-				recompute;
-	HTAB	   *with_traits;
-	HASHCTL		ctl;
+				rebuild,
+				changed;
+	ListCell   *lc;
 
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = sizeof(int64);
-	ctl.entrysize = sizeof(int64);
-	ctl.hcxt = CurrentMemoryContext;
-	with_traits = hash_create("cdp profiles with new traits", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	for (int i = 0; i < n; i++)
-		if (accepted(&msgs[i]) && msgs[i].profile_id != 0 && msgs[i].traits != NULL)
-			hash_search(with_traits, &msgs[i].profile_id, HASH_ENTER, NULL);
+	foreach(lc, g->merges)
 	{
-		ListCell   *lc;
+		int64		f = graph_resolve(g, ((GraphMerge *) lfirst(lc))->merged);
+		ProfileTraits *pt = hash_search(traits, &f, HASH_ENTER, NULL);
 
-		foreach(lc, g->merges)
-		{
-			int64		f = graph_resolve(g, ((GraphMerge *) lfirst(lc))->merged);
-
-			hash_search(with_traits, &f, HASH_ENTER, NULL);
-		}
+		pt->changed = (Datum) 0;
+		pt->rows = NIL;
 	}
 
 	ab_init(&ids, INT8OID);
 	ab_init(&upd, TIMESTAMPTZOID);
-	ab_init(&recompute, BOOLOID);
+	ab_init(&rebuild, BOOLOID);
+	ab_init(&changed, JSONBOID);
 	for (int64 i = 0; i < g->nprofiles; i++)
 	{
 		GraphProfile *p = g->profile_list[i];
-		bool		found;
+		ProfileTraits *pt;
 
-		if (!p->touched || p->survivor != NULL)
+		if (p->survivor != NULL)
 			continue;
-		hash_search(with_traits, &p->id, HASH_FIND, &found);
-		if (p->is_new && !found)
-			continue;			/* inserted with the right values already */
+		pt = hash_search(traits, &p->id, HASH_FIND, NULL);
+		if (pt == NULL && (!p->touched || p->is_new))
+			continue;			/* unchanged, or inserted with the right values already */
 		ab_add(&ids, Int64GetDatum(p->id), false);
 		ab_add(&upd, TimestampTzGetDatum(p->updated_at), false);
-		ab_add(&recompute, BoolGetDatum(found), false);
+		ab_add(&rebuild, BoolGetDatum(pt != NULL && pt->changed == (Datum) 0), false);
+		ab_add(&changed, pt != NULL ? pt->changed : (Datum) 0, pt == NULL || pt->changed == (Datum) 0);
 	}
 	if (ids.n > 0)
 	{
-		Oid			types[3] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID, BOOLARRAYOID};
-		Datum		args[3] = {ab_result(&ids), ab_result(&upd), ab_result(&recompute)};
+		Oid			types[4] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID, BOOLARRAYOID, JSONBARRAYOID};
+		Datum		args[4] = {ab_result(&ids), ab_result(&upd), ab_result(&rebuild), ab_result(&changed)};
 
 		store_exec(PLAN_UPDATE_PROFILES,
 				   "UPDATE cdp.profile_data p SET updated_at = greatest(p.updated_at, u.t), "
 				   "traits = CASE WHEN u.r THEN coalesce((SELECT jsonb_object_agg(t.key, t.value) "
-				   "FROM cdp.trait_data t WHERE t.profile_id = p.profile_id), '{}') ELSE p.traits END "
-				   "FROM unnest($1, $2, $3) AS u(id, t, r) WHERE p.profile_id = u.id",
-				   3, types, args, NULL, false);
+				   "FROM cdp.trait_data t WHERE t.profile_id = p.profile_id), '{}') "
+				   "WHEN u.c IS NOT NULL THEN p.traits || u.c ELSE p.traits END "
+				   "FROM unnest($1, $2, $3, $4) AS u(id, t, r, c) WHERE p.profile_id = u.id",
+				   4, types, args, NULL, false);
 	}
 }
 
@@ -886,6 +975,7 @@ identity_process(IngestMessage *msgs, int n, IngestStats *stats)
 	int			nparsed = 0;
 	IdentityRules *rules;
 	Graph	   *g;
+	HTAB	   *traits;
 
 	identity_drop_suppressed(msgs, n);
 
@@ -947,8 +1037,9 @@ identity_process(IngestMessage *msgs, int n, IngestStats *stats)
 	ensure_partitions(msgs, n);
 	write_profiles_and_merges(g);
 	write_identifiers(g);
-	write_events_and_traits(g, msgs, n);
-	write_profile_updates(g, msgs, n);
+	traits = profile_traits_create();
+	write_events_and_traits(g, msgs, n, traits);
+	write_profile_updates(g, traits);
 	write_conflicts(g, msgs, n);
 	forget_rejected_message_ids(msgs, n);
 	notify_changes(g);

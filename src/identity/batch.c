@@ -478,7 +478,13 @@ write_profiles_and_merges(Graph *g)
  * updated, each with a plain statement.  (An upsert would probe the key
  * index once more per row and insert speculatively.)  The identifier locks
  * (or the exclusive graph lock) held since load_graph() keep the split
- * true: no other transaction can insert or remove these keys meanwhile.
+ * true: no other transaction can insert or remove these keys meanwhile,
+ * and load_graph() read them after taking the locks.  Not so under
+ * REPEATABLE READ or SERIALIZABLE, where it read them with the
+ * transaction's snapshot, perhaps older than a row committed while it
+ * waited for the locks: there every row goes through the upsert, which
+ * fails such a transaction with a serialization error (the client retries)
+ * instead of a duplicate key.
  */
 static void
 write_identifiers(Graph *g)
@@ -489,6 +495,7 @@ write_identifiers(Graph *g)
 				source[2],
 				first[2],
 				last[2];
+	bool		upsert = IsolationUsesXactSnapshot();
 
 	for (int k = 0; k < 2; k++)
 	{
@@ -502,12 +509,12 @@ write_identifiers(Graph *g)
 	for (int64 i = 0; i < g->nidents; i++)
 	{
 		GraphIdent *id = g->ident_list[i];
-		int			k = id->stored ? 1 : 0;
+		int			k = id->stored && !upsert ? 1 : 0;
 
 		if (!id->dirty || id->profile == NULL)
 			continue;
 		ab_add_text(&ident[k], id->key);
-		if (!id->stored)
+		if (k == 0)
 			ab_add(&kind, PointerGetDatum(cstring_to_text_with_len(id->key, strchr(id->key, ':') - id->key)), false);
 		ab_add(&pid[k], Int64GetDatum(graph_live_id(id->profile)), false);
 		ab_add_text(&source[k], id->source);
@@ -521,10 +528,18 @@ write_identifiers(Graph *g)
 		Datum		args[6] = {ab_result(&ident[0]), ab_result(&kind), ab_result(&pid[0]), ab_result(&source[0]),
 		ab_result(&first[0]), ab_result(&last[0])};
 
-		store_exec(PLAN_INSERT_IDENTS,
-				   "INSERT INTO cdp.identity_data (identifier, kind, profile_id, source, first_seen, last_seen) "
-				   "SELECT * FROM unnest($1, $2, $3, $4, $5, $6)",
-				   6, types, args, NULL, false);
+		if (upsert)
+			store_exec(PLAN_UPSERT_IDENTS,
+					   "INSERT INTO cdp.identity_data AS i (identifier, kind, profile_id, source, first_seen, last_seen) "
+					   "SELECT * FROM unnest($1, $2, $3, $4, $5, $6) "
+					   "ON CONFLICT (identifier) DO UPDATE SET profile_id = excluded.profile_id, "
+					   "source = excluded.source, first_seen = excluded.first_seen, last_seen = excluded.last_seen",
+					   6, types, args, NULL, false);
+		else
+			store_exec(PLAN_INSERT_IDENTS,
+					   "INSERT INTO cdp.identity_data (identifier, kind, profile_id, source, first_seen, last_seen) "
+					   "SELECT * FROM unnest($1, $2, $3, $4, $5, $6)",
+					   6, types, args, NULL, false);
 	}
 	if (ident[1].n > 0)
 	{

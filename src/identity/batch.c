@@ -230,9 +230,59 @@ accepted(const IngestMessage *m)
 	return m->error == NULL && !m->duplicate;
 }
 
+/*
+ * The stored profiles whose identifier counts the engine may consult, into
+ * ab: a limit is checked only when a message attaches a new identifier or
+ * joins profiles (with one profile and known identifiers, no total can
+ * exceed what the profile already has).  So only the profiles of messages
+ * that carry an identifier not stored, or stored identifiers of two or more
+ * profiles, need their counts; a profile reached later in the batch through
+ * a new identifier or a merge is one of those too.  Most messages carry
+ * identifiers seen before, all on one profile.
+ */
+static void
+at_risk_profiles(Graph *g, IngestMessage *msgs, int n, ArrayBuild *ab)
+{
+	bool	   *risk = palloc0(sizeof(bool) * Max(g->nprofiles, 1));
+
+	for (int i = 0; i < n; i++)
+	{
+		IngestMessage *m = &msgs[i];
+		GraphProfile *first = NULL;
+		bool		needs = false;
+
+		if (m->error != NULL)
+			continue;
+		for (int j = 0; j < m->nids && !needs; j++)
+		{
+			GraphIdent *id = graph_lookup(g, m->ids[j], strlen(m->ids[j]));
+
+			if (id == NULL || !id->stored || id->profile == NULL)
+				needs = true;
+			else if (first == NULL)
+				first = id->profile;
+			else if (id->profile != first)
+				needs = true;
+		}
+		if (!needs)
+			continue;
+		for (int j = 0; j < m->nids; j++)
+		{
+			GraphIdent *id = graph_lookup(g, m->ids[j], strlen(m->ids[j]));
+
+			if (id != NULL && id->stored && id->profile != NULL && !risk[id->profile->seq])
+			{
+				risk[id->profile->seq] = true;
+				ab_add(ab, Int64GetDatum(id->profile->id), false);
+			}
+		}
+	}
+	pfree(risk);
+}
+
 /* 2. Lock, read and seed the part of the graph the batch can reach. */
 static void
-load_graph(Graph *g, const char **keys, int nkeys)
+load_graph(Graph *g, const char **keys, int nkeys, IngestMessage *msgs, int n)
 {
 	Oid			identarr[1] = {IDENTIFIER_ARRAY_PLACEHOLDER};
 	Oid			int8arr[1] = {INT8ARRAYOID};
@@ -314,6 +364,16 @@ load_graph(Graph *g, const char **keys, int nkeys)
 						  DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull)));
 	}
 
+	/* Attach the identifiers (a profile row missing would stand for itself). */
+	for (int i = 0; i < npids; i++)
+		idents[i]->profile = graph_add_profile(g, pids[i], 0, 0, 0);
+
+	/* Counts of identifiers per kind, for the profiles that may need them. */
+	ab_init(&ab, INT8OID);
+	at_risk_profiles(g, msgs, n, &ab);
+	if (ab.n == 0)
+		return;
+	arg = ab_result(&ab);
 	store_exec(PLAN_LOAD_COUNTS,
 			   "SELECT profile_id, kind, count(*)::int4 FROM cdp.identity_data "
 			   "WHERE profile_id = ANY ($1) GROUP BY 1, 2",
@@ -331,10 +391,6 @@ load_graph(Graph *g, const char **keys, int nkeys)
 						DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull)));
 		MemoryContextSwitchTo(old);
 	}
-
-	/* Attach the identifiers (a profile row missing would stand for itself). */
-	for (int i = 0; i < npids; i++)
-		idents[i]->profile = graph_add_profile(g, pids[i], 0, 0, 0);
 }
 
 /* 3. Event ids, drawn after the locks, one per parsed message. */
@@ -1025,7 +1081,7 @@ identity_process(IngestMessage *msgs, int n, IngestStats *stats)
 
 	rules = rules_load();
 	g = graph_create(rules, nkeys * 2, nkeys);
-	load_graph(g, keys, nkeys);
+	load_graph(g, keys, nkeys, msgs, n);
 	draw_event_ids(msgs, n, nparsed);
 	mark_duplicates(msgs, n);
 

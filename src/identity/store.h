@@ -82,6 +82,11 @@ extern bool identity_lock_identifiers(const char **keys, int n);
 extern bool profile_locks_take(ProfileLocks *pl, const int64 *ids, int n);
 extern void ensure_event_partitions(const TimestampTz *ts, int n);
 
+/* message_ids.c: idempotency by message id (see identity_process()) */
+struct IngestMessage;
+extern void message_ids_mark_duplicates(struct IngestMessage *msgs, int n);
+extern void message_ids_forget_rejected(struct IngestMessage *msgs, int n);
+
 /* scan.c: whole-table reads for cdp.restitch() */
 #define SCAN_MAX_COLUMNS 8
 typedef void (*ScanRowFn) (void *arg, Datum *values, bool *isnull);

@@ -4,7 +4,7 @@
  *	  identity_process(): resolve a batch of parsed messages against the
  *	  stored identity graph and write the outcome, set-at-a-time.
  *
- *	1. drop re-sent messages (cdp.message_ids);
+ *	1. drop re-sent messages (cdp.message_ids, message_ids.c);
  *	2. lock the identifiers the batch carries (store.c), read which
  *	   profiles they belong to and lock those; seed the engine with them;
  *	3. draw event ids in batch order and apply each message (graph.c);
@@ -40,92 +40,65 @@ cmp_cstring(const void *a, const void *b)
 	return strcmp(*(const char *const *) a, *(const char *const *) b);
 }
 
-/*
- * Message ids seen before (or earlier in this batch) mark duplicates.  Runs
- * after the event ids are drawn: cdp.message_ids remembers which event a
- * message became.
- */
-static void
-mark_duplicates(IngestMessage *msgs, int n)
-{
-	ArrayBuild	ids,
-				events;
-	Oid			types[3] = {TEXTARRAYOID, INT8ARRAYOID, TIMESTAMPTZOID};
-	Datum		args[3];
-	char	  **fresh;
-	bool	   *claimed;
-	int			nfresh;
-
-	ab_init(&ids, TEXTOID);
-	ab_init(&events, INT8OID);
-	for (int i = 0; i < n; i++)
-		if (msgs[i].error == NULL && msgs[i].message_id != NULL)
-		{
-			ab_add_text(&ids, msgs[i].message_id);
-			ab_add(&events, Int64GetDatum(msgs[i].event_id), false);
-		}
-	if (ids.n == 0)
-		return;
-
-	args[0] = ab_result(&ids);
-	args[1] = ab_result(&events);
-	args[2] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
-	store_exec(PLAN_MESSAGE_IDS,
-			   "INSERT INTO cdp.message_ids (message_id, event_id, received_at) "
-			   "SELECT m, e, $3 FROM unnest($1, $2) AS u(m, e) ON CONFLICT DO NOTHING RETURNING message_id",
-			   3, types, args, NULL, false);
-
-	nfresh = (int) SPI_processed;
-	fresh = palloc(sizeof(char *) * Max(nfresh, 1));
-	for (int i = 0; i < nfresh; i++)
-		fresh[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-	qsort(fresh, nfresh, sizeof(char *), cmp_cstring);
-	claimed = palloc0(sizeof(bool) * Max(nfresh, 1));
-
-	for (int i = 0; i < n; i++)
-	{
-		IngestMessage *m = &msgs[i];
-		char	  **hit;
-
-		if (m->error != NULL || m->message_id == NULL)
-			continue;
-		hit = bsearch(&m->message_id, fresh, nfresh, sizeof(char *), cmp_cstring);
-		if (hit == NULL || claimed[hit - fresh])
-			m->duplicate = true;
-		else
-			claimed[hit - fresh] = true;	/* later copies in this batch are duplicates */
-	}
-}
-
-/* A message the engine rejected may be sent again, corrected, under its id. */
-static void
-forget_rejected_message_ids(IngestMessage *msgs, int n)
-{
-	ArrayBuild	ids;
-	Oid			type = TEXTARRAYOID;
-	Datum		arg;
-
-	ab_init(&ids, TEXTOID);
-	for (int i = 0; i < n; i++)
-		if (!msgs[i].duplicate && msgs[i].event_id != 0 && msgs[i].profile_id == 0 &&
-			msgs[i].message_id != NULL)
-			ab_add_text(&ids, msgs[i].message_id);
-	if (ids.n == 0)
-		return;
-	arg = ab_result(&ids);
-	store_exec(PLAN_FORGET_MESSAGE_IDS, "DELETE FROM cdp.message_ids WHERE message_id = ANY ($1)",
-			   1, &type, &arg, NULL, false);
-}
-
 static bool
 accepted(const IngestMessage *m)
 {
 	return m->error == NULL && !m->duplicate;
 }
 
+/*
+ * The stored profiles whose identifier counts the engine may consult, into
+ * ab: a limit is checked only when a message attaches a new identifier or
+ * joins profiles (with one profile and known identifiers, no total can
+ * exceed what the profile already has).  So only the profiles of messages
+ * that carry an identifier not stored, or stored identifiers of two or more
+ * profiles, need their counts; a profile reached later in the batch through
+ * a new identifier or a merge is one of those too.  Most messages carry
+ * identifiers seen before, all on one profile.
+ */
+static void
+at_risk_profiles(Graph *g, IngestMessage *msgs, int n, ArrayBuild *ab)
+{
+	bool	   *risk = palloc0(sizeof(bool) * Max(g->nprofiles, 1));
+
+	for (int i = 0; i < n; i++)
+	{
+		IngestMessage *m = &msgs[i];
+		GraphProfile *first = NULL;
+		bool		needs = false;
+
+		if (m->error != NULL)
+			continue;
+		for (int j = 0; j < m->nids && !needs; j++)
+		{
+			GraphIdent *id = graph_lookup(g, m->ids[j], strlen(m->ids[j]));
+
+			if (id == NULL || !id->stored || id->profile == NULL)
+				needs = true;
+			else if (first == NULL)
+				first = id->profile;
+			else if (id->profile != first)
+				needs = true;
+		}
+		if (!needs)
+			continue;
+		for (int j = 0; j < m->nids; j++)
+		{
+			GraphIdent *id = graph_lookup(g, m->ids[j], strlen(m->ids[j]));
+
+			if (id != NULL && id->stored && id->profile != NULL && !risk[id->profile->seq])
+			{
+				risk[id->profile->seq] = true;
+				ab_add(ab, Int64GetDatum(id->profile->id), false);
+			}
+		}
+	}
+	pfree(risk);
+}
+
 /* 2. Lock, read and seed the part of the graph the batch can reach. */
 static void
-load_graph(Graph *g, const char **keys, int nkeys)
+load_graph(Graph *g, const char **keys, int nkeys, IngestMessage *msgs, int n)
 {
 	Oid			identarr[1] = {IDENTIFIER_ARRAY_PLACEHOLDER};
 	Oid			int8arr[1] = {INT8ARRAYOID};
@@ -207,6 +180,16 @@ load_graph(Graph *g, const char **keys, int nkeys)
 						  DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull)));
 	}
 
+	/* Attach the identifiers (a profile row missing would stand for itself). */
+	for (int i = 0; i < npids; i++)
+		idents[i]->profile = graph_add_profile(g, pids[i], 0, 0, 0);
+
+	/* Counts of identifiers per kind, for the profiles that may need them. */
+	ab_init(&ab, INT8OID);
+	at_risk_profiles(g, msgs, n, &ab);
+	if (ab.n == 0)
+		return;
+	arg = ab_result(&ab);
 	store_exec(PLAN_LOAD_COUNTS,
 			   "SELECT profile_id, kind, count(*)::int4 FROM cdp.identity_data "
 			   "WHERE profile_id = ANY ($1) GROUP BY 1, 2",
@@ -224,10 +207,6 @@ load_graph(Graph *g, const char **keys, int nkeys)
 						DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull)));
 		MemoryContextSwitchTo(old);
 	}
-
-	/* Attach the identifiers (a profile row missing would stand for itself). */
-	for (int i = 0; i < npids; i++)
-		idents[i]->profile = graph_add_profile(g, pids[i], 0, 0, 0);
 }
 
 /* 3. Event ids, drawn after the locks, one per parsed message. */
@@ -366,48 +345,171 @@ write_profiles_and_merges(Graph *g)
 	}
 }
 
+/*
+ * Identifiers whose row must change: new ones are inserted, stored ones
+ * updated, each with a plain statement.  (An upsert would probe the key
+ * index once more per row and insert speculatively.)  The identifier locks
+ * (or the exclusive graph lock) held since load_graph() keep the split
+ * true: no other transaction can insert or remove these keys meanwhile,
+ * and load_graph() read them after taking the locks.  Not so under
+ * REPEATABLE READ or SERIALIZABLE, where it read them with the
+ * transaction's snapshot, perhaps older than a row committed while it
+ * waited for the locks: there every row goes through the upsert, which
+ * fails such a transaction with a serialization error (the client retries)
+ * instead of a duplicate key.
+ */
 static void
 write_identifiers(Graph *g)
 {
-	ArrayBuild	ident,
+	ArrayBuild	ident[2],
 				kind,
-				pid,
-				source,
-				first,
-				last;
+				pid[2],
+				source[2],
+				first[2],
+				last[2];
+	bool		upsert = IsolationUsesXactSnapshot();
 
-	ab_init(&ident, identifier_type_oid());
+	for (int k = 0; k < 2; k++)
+	{
+		ab_init(&ident[k], identifier_type_oid());
+		ab_init(&pid[k], INT8OID);
+		ab_init(&source[k], TEXTOID);
+		ab_init(&first[k], TIMESTAMPTZOID);
+		ab_init(&last[k], TIMESTAMPTZOID);
+	}
 	ab_init(&kind, TEXTOID);
-	ab_init(&pid, INT8OID);
-	ab_init(&source, TEXTOID);
-	ab_init(&first, TIMESTAMPTZOID);
-	ab_init(&last, TIMESTAMPTZOID);
 	for (int64 i = 0; i < g->nidents; i++)
 	{
 		GraphIdent *id = g->ident_list[i];
+		int			k = id->stored && !upsert ? 1 : 0;
 
 		if (!id->dirty || id->profile == NULL)
 			continue;
-		ab_add_text(&ident, id->key);
-		ab_add(&kind, PointerGetDatum(cstring_to_text_with_len(id->key, strchr(id->key, ':') - id->key)), false);
-		ab_add(&pid, Int64GetDatum(graph_live_id(id->profile)), false);
-		ab_add_text(&source, id->source);
-		ab_add(&first, TimestampTzGetDatum(id->first_seen), false);
-		ab_add(&last, TimestampTzGetDatum(id->last_seen), false);
+		ab_add_text(&ident[k], id->key);
+		if (k == 0)
+			ab_add(&kind, PointerGetDatum(cstring_to_text_with_len(id->key, strchr(id->key, ':') - id->key)), false);
+		ab_add(&pid[k], Int64GetDatum(graph_live_id(id->profile)), false);
+		ab_add_text(&source[k], id->source);
+		ab_add(&first[k], TimestampTzGetDatum(id->first_seen), false);
+		ab_add(&last[k], TimestampTzGetDatum(id->last_seen), false);
 	}
-	if (ident.n > 0)
+	if (ident[0].n > 0)
 	{
 		Oid			types[6] = {IDENTIFIER_ARRAY_PLACEHOLDER, TEXTARRAYOID, INT8ARRAYOID, TEXTARRAYOID,
 		TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID};
-		Datum		args[6] = {ab_result(&ident), ab_result(&kind), ab_result(&pid), ab_result(&source),
-		ab_result(&first), ab_result(&last)};
+		Datum		args[6] = {ab_result(&ident[0]), ab_result(&kind), ab_result(&pid[0]), ab_result(&source[0]),
+		ab_result(&first[0]), ab_result(&last[0])};
 
-		store_exec(PLAN_UPSERT_IDENTS,
-				   "INSERT INTO cdp.identity_data AS i (identifier, kind, profile_id, source, first_seen, last_seen) "
-				   "SELECT * FROM unnest($1, $2, $3, $4, $5, $6) "
-				   "ON CONFLICT (identifier) DO UPDATE SET profile_id = excluded.profile_id, "
-				   "source = excluded.source, first_seen = excluded.first_seen, last_seen = excluded.last_seen",
-				   6, types, args, NULL, false);
+		if (upsert)
+			store_exec(PLAN_UPSERT_IDENTS,
+					   "INSERT INTO cdp.identity_data AS i (identifier, kind, profile_id, source, first_seen, last_seen) "
+					   "SELECT * FROM unnest($1, $2, $3, $4, $5, $6) "
+					   "ON CONFLICT (identifier) DO UPDATE SET profile_id = excluded.profile_id, "
+					   "source = excluded.source, first_seen = excluded.first_seen, last_seen = excluded.last_seen",
+					   6, types, args, NULL, false);
+		else
+			store_exec(PLAN_INSERT_IDENTS,
+					   "INSERT INTO cdp.identity_data (identifier, kind, profile_id, source, first_seen, last_seen) "
+					   "SELECT * FROM unnest($1, $2, $3, $4, $5, $6)",
+					   6, types, args, NULL, false);
+	}
+	if (ident[1].n > 0)
+	{
+		Oid			types[5] = {IDENTIFIER_ARRAY_PLACEHOLDER, INT8ARRAYOID, TEXTARRAYOID,
+		TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID};
+		Datum		args[5] = {ab_result(&ident[1]), ab_result(&pid[1]), ab_result(&source[1]),
+		ab_result(&first[1]), ab_result(&last[1])};
+
+		store_exec(PLAN_UPDATE_IDENTS,
+				   "UPDATE cdp.identity_data i SET profile_id = u.p, source = u.s, first_seen = u.f, last_seen = u.l "
+				   "FROM unnest($1, $2, $3, $4, $5) AS u(i, p, s, f, l) WHERE i.identifier OPERATOR(cdp.=) u.i",
+				   5, types, args, NULL, false);
+	}
+}
+
+/*
+ * The traits a batch wrote, per profile: the keys whose trait rows changed,
+ * with their new values, as one object (NULL when a merge brought traits in
+ * and the snapshot must be rebuilt from all of them).
+ */
+typedef struct ProfileTraits
+{
+	int64		profile_id;		/* hash key */
+	Datum		changed;
+	List	   *rows;			/* while collecting: row numbers in SPI_tuptable */
+} ProfileTraits;
+
+static HTAB *
+profile_traits_create(void)
+{
+	HASHCTL		ctl;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(ProfileTraits);
+	ctl.hcxt = CurrentMemoryContext;
+	return hash_create("cdp traits written", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+}
+
+/*
+ * The trait upsert's returned rows (profile_id, key, value), one object of
+ * the changed keys per profile.  (Aggregating them in SQL, through a CTE,
+ * cost more than the snapshot rebuild it saves.)
+ */
+static void
+collect_changed_traits(HTAB *traits)
+{
+	SPITupleTable *tt = SPI_tuptable;
+	HASH_SEQ_STATUS seq;
+	ProfileTraits *pt;
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		int64		p = DatumGetInt64(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
+		bool		found;
+
+		pt = hash_search(traits, &p, HASH_ENTER, &found);
+		if (!found)
+			pt->rows = NIL;
+		pt->rows = lappend_int(pt->rows, (int) i);
+	}
+
+	hash_seq_init(&seq, traits);
+	while ((pt = hash_seq_search(&seq)) != NULL)
+	{
+		JsonbParseState *state = NULL;
+		JsonbValue *res;
+		ListCell   *lc;
+
+		pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+		foreach(lc, pt->rows)
+		{
+			HeapTuple	tup = tt->vals[lfirst_int(lc)];
+			bool		isnull;
+			text	   *key = DatumGetTextPP(SPI_getbinval(tup, tt->tupdesc, 2, &isnull));
+			Jsonb	   *value = DatumGetJsonbP(SPI_getbinval(tup, tt->tupdesc, 3, &isnull));
+			JsonbValue	k,
+						v;
+
+			k.type = jbvString;
+			k.val.string.val = VARDATA_ANY(key);
+			k.val.string.len = VARSIZE_ANY_EXHDR(key);
+			pushJsonbValue(&state, WJB_KEY, &k);
+			if (JB_ROOT_IS_SCALAR(value))
+				JsonbExtractScalar(&value->root, &v);
+			else
+			{
+				v.type = jbvBinary;
+				v.val.binary.data = &value->root;
+				v.val.binary.len = VARSIZE(value) - VARHDRSZ;
+			}
+			pushJsonbValue(&state, WJB_VALUE, &v);
+		}
+		res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+		pt->changed = JsonbPGetDatum(JsonbValueToJsonb(res));
+		list_free(pt->rows);
+		pt->rows = NIL;
 	}
 }
 
@@ -520,7 +622,7 @@ event_rows_add(EventRows *er, const IngestMessage *m, Oid identifier_type)
 }
 
 static void
-write_events_and_traits(Graph *g, IngestMessage *msgs, int n)
+write_events_and_traits(Graph *g, IngestMessage *msgs, int n, HTAB *traits)
 {
 	Oid			identifier_type = identifier_type_oid();
 	EventRows	er;
@@ -587,8 +689,10 @@ write_events_and_traits(Graph *g, IngestMessage *msgs, int n)
 				   "ORDER BY u.p, j.key, u.o DESC, u.e DESC "
 				   "ON CONFLICT (profile_id, key) DO UPDATE SET value = excluded.value, "
 				   "occurred_at = excluded.occurred_at, event_id = excluded.event_id "
-				   "WHERE (excluded.occurred_at, excluded.event_id) > (t.occurred_at, t.event_id)",
+				   "WHERE (excluded.occurred_at, excluded.event_id) > (t.occurred_at, t.event_id) "
+				   "RETURNING t.profile_id, t.key, t.value",
 				   4, types, args, NULL, false);
+		collect_changed_traits(traits);
 	}
 }
 
@@ -610,63 +714,64 @@ ensure_partitions(IngestMessage *msgs, int n)
 	ensure_event_partitions(months, nmonths);
 }
 
-/* Touched live profiles: updated_at, and the traits snapshot where it may have changed. */
+/*
+ * Live profiles whose row changes: updated_at where it moved, and the
+ * traits snapshot where trait rows changed.  The snapshot is the object of
+ * the profile's trait rows: the keys that changed are merged into it, and
+ * it is rebuilt from the rows when a merge brought the traits of another
+ * profile in.  A profile the batch touched without moving either (its
+ * updated_at already is this batch's received_at, and no trait it carried
+ * won) is not written at all.
+ */
 static void
-write_profile_updates(Graph *g, IngestMessage *msgs, int n)
+write_profile_updates(Graph *g, HTAB *traits)
 {
 	ArrayBuild	ids,
 				upd,
-				recompute;
-	HTAB	   *with_traits;
-	HASHCTL		ctl;
+				rebuild,
+				changed;
+	ListCell   *lc;
 
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = sizeof(int64);
-	ctl.entrysize = sizeof(int64);
-	ctl.hcxt = CurrentMemoryContext;
-	with_traits = hash_create("cdp profiles with new traits", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	for (int i = 0; i < n; i++)
-		if (accepted(&msgs[i]) && msgs[i].profile_id != 0 && msgs[i].traits != NULL)
-			hash_search(with_traits, &msgs[i].profile_id, HASH_ENTER, NULL);
+	foreach(lc, g->merges)
 	{
-		ListCell   *lc;
+		int64		f = graph_resolve(g, ((GraphMerge *) lfirst(lc))->merged);
+		ProfileTraits *pt = hash_search(traits, &f, HASH_ENTER, NULL);
 
-		foreach(lc, g->merges)
-		{
-			int64		f = graph_resolve(g, ((GraphMerge *) lfirst(lc))->merged);
-
-			hash_search(with_traits, &f, HASH_ENTER, NULL);
-		}
+		pt->changed = (Datum) 0;
+		pt->rows = NIL;
 	}
 
 	ab_init(&ids, INT8OID);
 	ab_init(&upd, TIMESTAMPTZOID);
-	ab_init(&recompute, BOOLOID);
+	ab_init(&rebuild, BOOLOID);
+	ab_init(&changed, JSONBOID);
 	for (int64 i = 0; i < g->nprofiles; i++)
 	{
 		GraphProfile *p = g->profile_list[i];
-		bool		found;
+		ProfileTraits *pt;
 
-		if (!p->touched || p->survivor != NULL)
+		if (p->survivor != NULL)
 			continue;
-		hash_search(with_traits, &p->id, HASH_FIND, &found);
-		if (p->is_new && !found)
-			continue;			/* inserted with the right values already */
+		pt = hash_search(traits, &p->id, HASH_FIND, NULL);
+		if (pt == NULL && (!p->touched || p->is_new))
+			continue;			/* unchanged, or inserted with the right values already */
 		ab_add(&ids, Int64GetDatum(p->id), false);
 		ab_add(&upd, TimestampTzGetDatum(p->updated_at), false);
-		ab_add(&recompute, BoolGetDatum(found), false);
+		ab_add(&rebuild, BoolGetDatum(pt != NULL && pt->changed == (Datum) 0), false);
+		ab_add(&changed, pt != NULL ? pt->changed : (Datum) 0, pt == NULL || pt->changed == (Datum) 0);
 	}
 	if (ids.n > 0)
 	{
-		Oid			types[3] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID, BOOLARRAYOID};
-		Datum		args[3] = {ab_result(&ids), ab_result(&upd), ab_result(&recompute)};
+		Oid			types[4] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID, BOOLARRAYOID, JSONBARRAYOID};
+		Datum		args[4] = {ab_result(&ids), ab_result(&upd), ab_result(&rebuild), ab_result(&changed)};
 
 		store_exec(PLAN_UPDATE_PROFILES,
 				   "UPDATE cdp.profile_data p SET updated_at = greatest(p.updated_at, u.t), "
 				   "traits = CASE WHEN u.r THEN coalesce((SELECT jsonb_object_agg(t.key, t.value) "
-				   "FROM cdp.trait_data t WHERE t.profile_id = p.profile_id), '{}') ELSE p.traits END "
-				   "FROM unnest($1, $2, $3) AS u(id, t, r) WHERE p.profile_id = u.id",
-				   3, types, args, NULL, false);
+				   "FROM cdp.trait_data t WHERE t.profile_id = p.profile_id), '{}') "
+				   "WHEN u.c IS NOT NULL THEN p.traits || u.c ELSE p.traits END "
+				   "FROM unnest($1, $2, $3, $4) AS u(id, t, r, c) WHERE p.profile_id = u.id",
+				   4, types, args, NULL, false);
 	}
 }
 
@@ -757,6 +862,7 @@ identity_process(IngestMessage *msgs, int n, IngestStats *stats)
 	int			nparsed = 0;
 	IdentityRules *rules;
 	Graph	   *g;
+	HTAB	   *traits;
 
 	identity_drop_suppressed(msgs, n);
 
@@ -791,9 +897,9 @@ identity_process(IngestMessage *msgs, int n, IngestStats *stats)
 
 	rules = rules_load();
 	g = graph_create(rules, nkeys * 2, nkeys);
-	load_graph(g, keys, nkeys);
+	load_graph(g, keys, nkeys, msgs, n);
 	draw_event_ids(msgs, n, nparsed);
-	mark_duplicates(msgs, n);
+	message_ids_mark_duplicates(msgs, n);
 
 	for (int i = 0; i < n; i++)
 	{
@@ -818,10 +924,11 @@ identity_process(IngestMessage *msgs, int n, IngestStats *stats)
 	ensure_partitions(msgs, n);
 	write_profiles_and_merges(g);
 	write_identifiers(g);
-	write_events_and_traits(g, msgs, n);
-	write_profile_updates(g, msgs, n);
+	traits = profile_traits_create();
+	write_events_and_traits(g, msgs, n, traits);
+	write_profile_updates(g, traits);
 	write_conflicts(g, msgs, n);
-	forget_rejected_message_ids(msgs, n);
+	message_ids_forget_rejected(msgs, n);
 	notify_changes(g);
 
 	tally_messages(stats, msgs, n);

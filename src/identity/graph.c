@@ -807,8 +807,11 @@ graph_apply(Graph *g, const GraphMessage *m, const char **reject)
 			p->ids_changed = target->ids_changed = true;
 		}
 	}
-	target->updated_at = Max(target->updated_at, m->received_at);
-	target->touched = true;
+	if (m->received_at > target->updated_at)
+	{
+		target->updated_at = m->received_at;
+		target->touched = true;
+	}
 
 	for (int i = 0; i < nkept; i++)
 	{

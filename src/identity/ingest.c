@@ -373,7 +373,7 @@ cdp_process_inbox(PG_FUNCTION_ARGS)
 		Datum		args[2] = {arg, Int64GetDatum(last_id)};
 
 		store_exec(PLAN_INBOX_FETCH,
-				   "SELECT inbox_id, payload, source, received_at FROM cdp.inbox "
+				   "SELECT inbox_id, payload, source, received_at, ctid FROM cdp.inbox "
 				   "WHERE inbox_id > $2 ORDER BY inbox_id LIMIT $1 FOR UPDATE SKIP LOCKED",
 				   2, types, args, NULL, false);
 		n = (int) SPI_processed;
@@ -391,6 +391,7 @@ cdp_process_inbox(PG_FUNCTION_ARGS)
 
 		old = MemoryContextSwitchTo(chunkcxt);
 		msgs = palloc(sizeof(IngestMessage) * n);
+		ab_init(&done, TIDOID);
 		for (int i = 0; i < n; i++)
 		{
 			HeapTuple	tup = SPI_tuptable->vals[i];
@@ -401,6 +402,12 @@ cdp_process_inbox(PG_FUNCTION_ARGS)
 
 			init_message(&msgs[i], i);
 			msgs[i].inbox_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+			{
+				ItemPointer tid = palloc(sizeof(ItemPointerData));
+
+				ItemPointerCopy((ItemPointer) DatumGetPointer(SPI_getbinval(tup, desc, 5, &isnull)), tid);
+				ab_add(&done, PointerGetDatum(tid), false);
+			}
 			last_id = Max(last_id, msgs[i].inbox_id);
 			msgs[i].received_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull));
 			MemoryContextSwitchTo(scratch);
@@ -417,12 +424,10 @@ cdp_process_inbox(PG_FUNCTION_ARGS)
 
 		identity_process(msgs, n, &stats);
 
-		ab_init(&done, INT8OID);
 		ab_init(&rej_id, INT8OID);
 		ab_init(&rej_error, TEXTOID);
 		for (int i = 0; i < n; i++)
 		{
-			ab_add(&done, Int64GetDatum(msgs[i].inbox_id), false);
 			if (msgs[i].error != NULL && !msgs[i].duplicate)
 			{
 				ab_add(&rej_id, Int64GetDatum(msgs[i].inbox_id), false);
@@ -441,10 +446,14 @@ cdp_process_inbox(PG_FUNCTION_ARGS)
 					   2, types, args, NULL, false);
 		}
 		{
-			Oid			t = INT8ARRAYOID;
+			Oid			t = TIDARRAYOID;
 			Datum		a = ab_result(&done);
 
-			store_exec(PLAN_INBOX_DELETE, "DELETE FROM cdp.inbox WHERE inbox_id = ANY ($1)",
+			/*
+			 * By the rows' addresses, which the row locks keep stable: a
+			 * TID scan instead of an index probe per row.
+			 */
+			store_exec(PLAN_INBOX_DELETE, "DELETE FROM cdp.inbox WHERE ctid = ANY ($1)",
 					   1, &t, &a, NULL, false);
 		}
 		processed += n;

@@ -19,6 +19,8 @@ typedef enum StorePlan
 {
 	PLAN_CREATE_PARTITION,
 	PLAN_MESSAGE_IDS,
+	PLAN_PROBE_MESSAGE_IDS,
+	PLAN_INSERT_MESSAGE_IDS,
 	PLAN_LOAD_IDENTS,
 	PLAN_LOAD_PROFILES,
 	PLAN_LOAD_COUNTS,
@@ -32,6 +34,8 @@ typedef enum StorePlan
 	PLAN_MERGE_PROFILES,
 	PLAN_INSERT_MERGES,
 	PLAN_UPSERT_IDENTS,
+	PLAN_INSERT_IDENTS,
+	PLAN_UPDATE_IDENTS,
 	PLAN_INSERT_EVENTS,
 	PLAN_UPSERT_TRAITS,
 	PLAN_UPDATE_PROFILES,
@@ -77,6 +81,11 @@ extern void identity_lock_graph(bool exclusive);
 extern bool identity_lock_identifiers(const char **keys, int n);
 extern bool profile_locks_take(ProfileLocks *pl, const int64 *ids, int n);
 extern void ensure_event_partitions(const TimestampTz *ts, int n);
+
+/* message_ids.c: idempotency by message id (see identity_process()) */
+struct IngestMessage;
+extern void message_ids_mark_duplicates(struct IngestMessage *msgs, int n);
+extern void message_ids_forget_rejected(struct IngestMessage *msgs, int n);
 
 /* scan.c: whole-table reads for cdp.restitch() */
 #define SCAN_MAX_COLUMNS 8

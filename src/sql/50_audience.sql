@@ -46,12 +46,15 @@ COMMENT ON COLUMN cdp.computed_traits.filter_sql IS 'The filter as checked by cd
 -- running aggregate (n, total, lo, hi, first/last with their event, the
 -- distinct values); with one, an entry per event still inside it, dropped
 -- as the window passes.
+-- Rewritten whenever the profile changes: room on each page keeps the new
+-- version beside the old one (a HOT update, no new index entries) while the
+-- next due time stays.
 CREATE TABLE cdp.computed_trait_values (
   profile_id  bigint PRIMARY KEY,
   vals        jsonb NOT NULL DEFAULT '{}',
   next_due    timestamptz,
   state       bytea
-);
+) WITH (fillfactor = 80);
 CREATE INDEX computed_trait_values_due ON cdp.computed_trait_values (next_due) WHERE next_due IS NOT NULL;
 COMMENT ON TABLE cdp.computed_trait_values IS
   'Internal: the computed trait values of each profile (read cdp.profile_traits), when they next change on their own (a window entry or a consent expiring), and the state they are computed from';

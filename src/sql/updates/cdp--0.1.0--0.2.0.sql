@@ -956,6 +956,7 @@ CREATE FUNCTION cdp._trait_state_from_row(trait_id integer, n bigint, total nume
   AS 'MODULE_PATHNAME', 'cdp_trait_state_from_row';
 
 ALTER TABLE cdp.computed_trait_values ADD COLUMN state bytea;
+ALTER TABLE cdp.computed_trait_values SET (fillfactor = 80);
 COMMENT ON TABLE cdp.computed_trait_values IS
   'Internal: the computed trait values of each profile (read cdp.profile_traits), when they next change on their own (a window entry or a consent expiring), and the state they are computed from';
 COMMENT ON COLUMN cdp.computed_trait_values.state IS

@@ -172,6 +172,17 @@ SELECT (cdp.refresh_audiences() ->> 'due')::int >= 1 AS expired_some;
 SELECT pg_temp.members('aud_flash_buyers') AS flash;
 SELECT aud_flash FROM cdp.profile_traits WHERE profile_id = pg_temp.p('aud-cy@example.com');
 SELECT change, reason FROM cdp.audience_changes WHERE audience = 'aud_flash_buyers' ORDER BY change_id;
+-- A window that passes while a trait is defined or dropped (outside any
+-- pass) is still the pass's to act on: the member leaves, reason window.
+SELECT cdp.track(ARRAY[cdp.identifier('email', 'aud-cy@example.com')], 'Aud Flash', '{}', now() - interval '1 second') > 0 AS ok;
+SELECT (cdp.refresh_audiences() ->> 'errors')::int AS errors;
+SELECT pg_temp.members('aud_flash_buyers') AS flash;
+SELECT pg_sleep(1.5);
+SELECT cdp.create_trait('aud_tmp', 'count', 'Aud Flash');
+SELECT cdp.drop_trait('aud_tmp');
+SELECT (cdp.refresh_audiences() ->> 'due')::int >= 1 AS expired_some;
+SELECT pg_temp.members('aud_flash_buyers') AS flash;
+SELECT change, reason FROM cdp.audience_changes WHERE audience = 'aud_flash_buyers' ORDER BY change_id DESC LIMIT 1;
 
 -- A window's value is computed in C (cdp._window_value, _window_oldest):
 -- the same as the aggregates over unnest() it replaced, for every
@@ -292,6 +303,15 @@ SELECT r.vals, r.due, cdp._trait_state_json(r.state) AS state
 -- Damaged state is refused with a hint, not misread.
 SELECT cdp._trait_state_json('\x02'::bytea);
 SELECT cdp._trait_state_json('\x0101000000'::bytea);
+-- A number in the state is checked like any binary numeric input.
+SELECT cdp._trait_state_json(decode('01' || '00000001' || '0002' || '0000000000000001' || '00000004' || 'ffffffff', 'hex'));
+SELECT cdp._trait_state_json(decode('01' || '00000001' || '0002' || '0000000000000001' || '0000000a' || '0001000000000000ffff', 'hex'));
+-- Definitions may differ from row to row; each row is valued by its own.
+SELECT d.names, r.vals
+  FROM (VALUES ('{1}'::int[], '{a}'::text[], '{sum}'::text[], '{NULL}'::interval[]),
+               ('{1}', '{b}', '{max}', '{NULL}'), ('{1}', '{a}', '{sum}', '{NULL}')) AS d(ids, names, aggs, windows),
+       cdp._trait_state_apply((SELECT cdp._trait_state_agg(1, 'sum', false, '2026-01-02', 1, v) FROM unnest('{2,5}'::text[]) v),
+                              NULL, '2026-01-09', d.ids, d.names, d.aggs, d.windows) r;
 
 -- So does consent that expires.
 SELECT cdp.create_audience('aud_cy_mail', $$aud_any > 0 AND aud_flash = 0 AND traits->>'suite' = 'aud'$$, 'email_marketing') > 0 AS created;

@@ -24,11 +24,13 @@
  * trait the state has but cdp.computed_traits no longer lists (dropped) is
  * ignored and left out when the state is next written.
  *
- * The bytea (version 1, all integers in the server's byte order):
+ * The bytea (version 1, integers in network byte order, so that a dump
+ * restores on any server):
  *
  *	uint8 version, then per trait in trait_id order:
  *	  int32 trait_id, uint16 flags, int64 n,
- *	  [numeric total] [numeric lo] [numeric hi]	(each: int32 length, varlena)
+ *	  [numeric total] [numeric lo] [numeric hi]	(each: int32 length and the
+ *						numeric's binary send form, checked when read)
  *	  [first: int64 at, int64 id, value] [last: the same]
  *	  [distinct: int32 count, values sorted by bytes, no duplicates]
  *	  [window: int32 count, entries: int64 at, int64 id, value]
@@ -41,7 +43,8 @@
  *	cdp._trait_state_apply(state, incoming, as_of, trait definitions)
  *		merge, drop what left the windows, and compute (state, vals, due)
  *	cdp._trait_state_json(state)            the state, readable
- *	cdp._trait_state_from_row(...)          0.1.0's per-trait state row
+ *	cdp._trait_state_from_row(...)          0.1.0's per-trait state row (exists only
+ *											while the update script converts them)
  *
  *-------------------------------------------------------------------------
  */
@@ -52,9 +55,13 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
+#include "libpq/pqformat.h"
+#include "port/pg_bswap.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/jsonb.h"
+#include "utils/memutils.h"
 #include "utils/numeric.h"
 #include "utils/timestamp.h"
 
@@ -211,23 +218,69 @@ pick(TraitState *ts, uint16 flag, TraitEntry *kept, const TraitEntry *e, int sig
 	}
 }
 
+static text *
+copy_text(MemoryContext keep, const text *t)
+{
+	Size		len = VARSIZE_ANY_EXHDR(t);
+	text	   *copy = MemoryContextAlloc(keep, len + VARHDRSZ);
+
+	SET_VARSIZE(copy, len + VARHDRSZ);
+	memcpy(VARDATA(copy), VARDATA_ANY(t), len);
+	return copy;
+}
+
+/* *slot = a copy of v in keep, the value it had freed. */
+static void
+keep_numeric(Numeric *slot, bool had, Numeric v, MemoryContext keep)
+{
+	Numeric		copy = MemoryContextAlloc(keep, VARSIZE(v));
+
+	memcpy(copy, v, VARSIZE(v));
+	if (had)
+		pfree(*slot);
+	*slot = copy;
+}
+
+/* Keep e (its value copied into keep) as first or last if it comes before / after. */
+static void
+keep_pick(TraitState *ts, uint16 flag, TraitEntry *kept, const TraitEntry *e, int sign, MemoryContext keep)
+{
+	if ((ts->flags & flag) && trait_entry_cmp(e, kept) * sign <= 0)
+		return;
+	if ((ts->flags & flag) && kept->val)
+		pfree(kept->val);
+	*kept = *e;
+	kept->val = e->val ? copy_text(keep, e->val) : NULL;
+	ts->flags |= flag;
+}
+
 /*
- * Fold one matching event into the state of a trait.  The numeric and
- * distinct aggregates fold only events with a value: one without leaves
- * no trace (not even an empty state, which would give the trait a key).
+ * Fold one matching event into the state of a trait.  Only what the state
+ * keeps is copied into keep (the aggregate's context, where ps lives), and
+ * what it replaces is freed there: a backfill folds millions of events.
+ * The numeric and distinct aggregates fold only events with a value: one
+ * without leaves no trace (not even an empty state, which would give the
+ * trait a key).
  */
 static void
-fold_entry(ProfileState *ps, int32 trait_id, TraitAggregate agg, bool windowed, const TraitEntry *e)
+fold_entry(ProfileState *ps, MemoryContext keep, int32 trait_id, TraitAggregate agg, bool windowed,
+		   const TraitEntry *e)
 {
 	TraitState *ts;
+	MemoryContext old;
 
 	if ((trait_aggregate_numeric(agg) || agg == TA_COUNT_DISTINCT) && e->val == NULL)
 		return;
 	ts = state_trait(ps, trait_id);
 	if (windowed)
 	{
+		TraitEntry	kept = *e;
+
+		kept.val = e->val ? copy_text(keep, e->val) : NULL;
 		ts->flags |= TS_WINDOW;
-		add_entry(ts, e);
+		old = MemoryContextSwitchTo(keep);
+		add_entry(ts, &kept);
+		MemoryContextSwitchTo(old);
 		return;
 	}
 	ts->n++;
@@ -241,25 +294,55 @@ fold_entry(ProfileState *ps, int32 trait_id, TraitAggregate agg, bool windowed, 
 		case TA_MAX:
 			{
 				Numeric		v = trait_text_numeric(e->val);
+				bool		had = (ts->flags & TS_TOTAL) != 0;
 
-				ts->total = (ts->flags & TS_TOTAL) ? numeric_plus(ts->total, v) : v;
-				if (!(ts->flags & TS_LO) || numeric_compare(v, ts->lo) < 0)
-					ts->lo = v;
-				if (!(ts->flags & TS_HI) || numeric_compare(v, ts->hi) > 0)
-					ts->hi = v;
+				keep_numeric(&ts->total, had, had ? numeric_plus(ts->total, v) : v, keep);
+				if (!had || numeric_compare(v, ts->lo) < 0)
+					keep_numeric(&ts->lo, had, v, keep);
+				if (!had || numeric_compare(v, ts->hi) > 0)
+					keep_numeric(&ts->hi, had, v, keep);
 				ts->flags |= TS_TOTAL | TS_LO | TS_HI;
 				break;
 			}
 		case TA_FIRST:
-			pick(ts, TS_FIRST, &ts->first, e, -1);
+			keep_pick(ts, TS_FIRST, &ts->first, e, -1, keep);
 			break;
 		case TA_LAST:
-			pick(ts, TS_LAST, &ts->last, e, 1);
+			keep_pick(ts, TS_LAST, &ts->last, e, 1, keep);
 			break;
 		case TA_COUNT_DISTINCT:
-			ts->flags |= TS_DISTINCT;
-			add_distinct(ts, e->val);
-			break;
+			{
+				/* kept sorted and without duplicates: a repeated value costs nothing */
+				int			lo = 0,
+							hi;
+
+				normalize_distinct(ts);
+				hi = ts->ndistinct;
+				while (lo < hi)
+				{
+					int			mid = (lo + hi) / 2;
+					int			c = trait_text_cmp(ts->distinct[mid], e->val);
+
+					if (c == 0)
+						return;
+					if (c < 0)
+						lo = mid + 1;
+					else
+						hi = mid;
+				}
+				{
+					text	   *v = copy_text(keep, e->val);
+
+					ts->flags |= TS_DISTINCT;
+					old = MemoryContextSwitchTo(keep);
+					add_distinct(ts, v);	/* appended: moved to its place below */
+					MemoryContextSwitchTo(old);
+					memmove(&ts->distinct[lo + 1], &ts->distinct[lo], sizeof(text *) * (ts->ndistinct - 1 - lo));
+					ts->distinct[lo] = v;
+					ts->distinct_sorted = true;
+				}
+				break;
+			}
 	}
 }
 
@@ -301,30 +384,52 @@ put_bytes(StringInfo buf, const void *p, int len)
 }
 
 static void
+put_int16(StringInfo buf, uint16 v)
+{
+	v = pg_hton16(v);
+	put_bytes(buf, &v, sizeof(v));
+}
+
+static void
+put_int32(StringInfo buf, int32 v)
+{
+	uint32		n = pg_hton32((uint32) v);
+
+	put_bytes(buf, &n, sizeof(n));
+}
+
+static void
+put_int64(StringInfo buf, int64 v)
+{
+	uint64		n = pg_hton64((uint64) v);
+
+	put_bytes(buf, &n, sizeof(n));
+}
+
+static void
 put_value(StringInfo buf, const text *val)
 {
-	int32		len = val ? VARSIZE_ANY_EXHDR(val) : -1;
-
-	put_bytes(buf, &len, sizeof(len));
+	put_int32(buf, val ? VARSIZE_ANY_EXHDR(val) : -1);
 	if (val)
-		put_bytes(buf, VARDATA_ANY(val), len);
+		put_bytes(buf, VARDATA_ANY(val), VARSIZE_ANY_EXHDR(val));
 }
 
 static void
 put_entry(StringInfo buf, const TraitEntry *e)
 {
-	put_bytes(buf, &e->at, sizeof(e->at));
-	put_bytes(buf, &e->id, sizeof(e->id));
+	put_int64(buf, e->at);
+	put_int64(buf, e->id);
 	put_value(buf, e->val);
 }
 
+/* A numeric in its send form (what numeric_recv checks when it is read). */
 static void
 put_numeric(StringInfo buf, Numeric num)
 {
-	int32		len = VARSIZE(num);
+	bytea	   *sent = DatumGetByteaPP(DirectFunctionCall1(numeric_send, NumericGetDatum(num)));
 
-	put_bytes(buf, &len, sizeof(len));
-	put_bytes(buf, num, len);
+	put_int32(buf, VARSIZE_ANY_EXHDR(sent));
+	put_bytes(buf, VARDATA_ANY(sent), VARSIZE_ANY_EXHDR(sent));
 }
 
 /* The state as a bytea; NULL when no trait has any. */
@@ -344,9 +449,9 @@ state_serialize(ProfileState *ps)
 	{
 		TraitState *ts = &ps->traits[t];
 
-		put_bytes(&buf, &ts->trait_id, sizeof(int32));
-		put_bytes(&buf, &ts->flags, sizeof(uint16));
-		put_bytes(&buf, &ts->n, sizeof(int64));
+		put_int32(&buf, ts->trait_id);
+		put_int16(&buf, ts->flags);
+		put_int64(&buf, ts->n);
 		if (ts->flags & TS_TOTAL)
 			put_numeric(&buf, ts->total);
 		if (ts->flags & TS_LO)
@@ -360,13 +465,13 @@ state_serialize(ProfileState *ps)
 		if (ts->flags & TS_DISTINCT)
 		{
 			normalize_distinct(ts);
-			put_bytes(&buf, &ts->ndistinct, sizeof(int32));
+			put_int32(&buf, ts->ndistinct);
 			for (int i = 0; i < ts->ndistinct; i++)
 				put_value(&buf, ts->distinct[i]);
 		}
 		if (ts->flags & TS_WINDOW)
 		{
-			put_bytes(&buf, &ts->nentries, sizeof(int32));
+			put_int32(&buf, ts->nentries);
 			for (int i = 0; i < ts->nentries; i++)
 				put_entry(&buf, &ts->entries[i]);
 		}
@@ -400,13 +505,39 @@ get_bytes(Reader *r, void *dst, int len)
 	r->p += len;
 }
 
+static uint16
+get_int16(Reader *r)
+{
+	uint16		v;
+
+	get_bytes(r, &v, sizeof(v));
+	return pg_ntoh16(v);
+}
+
+static int32
+get_int32(Reader *r)
+{
+	uint32		v;
+
+	get_bytes(r, &v, sizeof(v));
+	return (int32) pg_ntoh32(v);
+}
+
+static int64
+get_int64(Reader *r)
+{
+	uint64		v;
+
+	get_bytes(r, &v, sizeof(v));
+	return (int64) pg_ntoh64(v);
+}
+
 static text *
 get_value(Reader *r)
 {
-	int32		len;
+	int32		len = get_int32(r);
 	text	   *val;
 
-	get_bytes(r, &len, sizeof(len));
 	if (len == -1)
 		return NULL;
 	if (len < 0 || r->end - r->p < len)
@@ -420,8 +551,8 @@ get_value(Reader *r)
 static void
 get_entry(Reader *r, TraitEntry *e)
 {
-	get_bytes(r, &e->at, sizeof(e->at));
-	get_bytes(r, &e->id, sizeof(e->id));
+	e->at = get_int64(r);
+	e->id = get_int64(r);
 	e->val = get_value(r);
 	e->at_null = e->id_null = false;
 }
@@ -429,25 +560,34 @@ get_entry(Reader *r, TraitEntry *e)
 static Numeric
 get_numeric(Reader *r)
 {
-	int32		len;
+	int32		len = get_int32(r);
+	StringInfoData sent;
 	Numeric		num;
+	uint16		ndigits;
 
-	get_bytes(r, &len, sizeof(len));
-	if (len < (int32) VARHDRSZ)
+	/* ndigits, weight, sign, dscale (int16 each), then the digits */
+	if (len < 8 || r->end - r->p < len)
 		corrupt();
-	num = (Numeric) palloc(len);
-	get_bytes(r, num, len);
-	if (VARSIZE(num) != (Size) len)
+	memcpy(&ndigits, r->p, sizeof(ndigits));
+	if (len != 8 + 2 * (int) pg_ntoh16(ndigits))
 		corrupt();
+	/* numeric_recv checks sign, weight, scale and every digit */
+	initStringInfo(&sent);
+	appendBinaryStringInfo(&sent, r->p, len);
+	r->p += len;
+	num = DatumGetNumeric(DirectFunctionCall3(numeric_recv, PointerGetDatum(&sent),
+											  ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
+	if (sent.cursor != sent.len)
+		corrupt();
+	pfree(sent.data);
 	return num;
 }
 
 static int32
 get_count(Reader *r)
 {
-	int32		n;
+	int32		n = get_int32(r);
 
-	get_bytes(r, &n, sizeof(n));
 	/* each element takes at least 4 bytes */
 	if (n < 0 || n > (r->end - r->p) / 4)
 		corrupt();
@@ -474,18 +614,17 @@ state_deserialize(bytea *raw, ProfileState *ps)
 				 errhint("Recompute it from the events with cdp.rebuild_traits().")));
 	while (r.p < r.end)
 	{
-		int32		trait_id;
+		int32		trait_id = get_int32(&r);
 		TraitState *ts;
 
-		get_bytes(&r, &trait_id, sizeof(trait_id));
 		if (trait_id <= last_id)
 			corrupt();
 		last_id = trait_id;
 		ts = state_trait(ps, trait_id);
-		get_bytes(&r, &ts->flags, sizeof(uint16));
+		ts->flags = get_int16(&r);
 		if (ts->flags & ~TS_ALL)
 			corrupt();
-		get_bytes(&r, &ts->n, sizeof(int64));
+		ts->n = get_int64(&r);
 		if (ts->flags & TS_TOTAL)
 			ts->total = get_numeric(&r);
 		if (ts->flags & TS_LO)
@@ -539,7 +678,6 @@ Datum
 cdp_trait_state_fold(PG_FUNCTION_ARGS)
 {
 	MemoryContext aggcontext;
-	MemoryContext old;
 	ProfileState *ps;
 	TraitEntry	e = {0};
 	text	   *agg;
@@ -550,11 +688,13 @@ cdp_trait_state_fold(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("a folded computed-trait event needs its trait, aggregate, window flag and time")));
-	old = MemoryContextSwitchTo(aggcontext);
 	if (PG_ARGISNULL(0))
 	{
+		MemoryContext old = MemoryContextSwitchTo(aggcontext);
+
 		ps = palloc(sizeof(ProfileState));
 		state_init(ps);
+		MemoryContextSwitchTo(old);
 	}
 	else
 		ps = (ProfileState *) PG_GETARG_POINTER(0);
@@ -563,10 +703,10 @@ cdp_trait_state_fold(PG_FUNCTION_ARGS)
 	e.id_null = PG_ARGISNULL(5);
 	if (!e.id_null)
 		e.id = PG_GETARG_INT64(5);
-	e.val = PG_ARGISNULL(6) ? NULL : DatumGetTextPCopy(PG_GETARG_DATUM(6));
-	fold_entry(ps, PG_GETARG_INT32(1), trait_aggregate(VARDATA_ANY(agg), VARSIZE_ANY_EXHDR(agg)),
+	/* (in this call's memory: fold_entry copies what it keeps) */
+	e.val = PG_ARGISNULL(6) ? NULL : PG_GETARG_TEXT_PP(6);
+	fold_entry(ps, aggcontext, PG_GETARG_INT32(1), trait_aggregate(VARDATA_ANY(agg), VARSIZE_ANY_EXHDR(agg)),
 			   PG_GETARG_BOOL(3), &e);
-	MemoryContextSwitchTo(old);
 	PG_RETURN_POINTER(ps);
 }
 
@@ -624,10 +764,15 @@ typedef struct TraitDef
 	Interval   *window;
 } TraitDef;
 
-/* The definitions, parsed once per statement (fn_extra). */
+/*
+ * The definitions, parsed once per statement (fn_extra): from copies of the
+ * four arrays in a context of their own, reused while the arguments are
+ * equal (the pass gives the same arrays for every row).
+ */
 typedef struct TraitDefs
 {
-	Datum		args[4];		/* the array arguments they were parsed from */
+	MemoryContext cxt;
+	Datum		args[4];
 	int			n;
 	TraitDef   *defs;			/* in trait_id order */
 } TraitDefs;
@@ -642,18 +787,11 @@ def_cmp(const void *a, const void *b)
 }
 
 static Datum *
-def_array(FunctionCallInfo fcinfo, int argno, Oid elmtype, int16 len, bool byval, char align,
-		  bool **nulls, int *n)
+def_array(Datum arr, Oid elmtype, int16 len, bool byval, char align, bool **nulls, int *n)
 {
 	Datum	   *elems;
 
-	if (PG_ARGISNULL(argno))
-	{
-		*n = 0;
-		*nulls = NULL;
-		return NULL;
-	}
-	deconstruct_array(PG_GETARG_ARRAYTYPE_P(argno), elmtype, len, byval, align, &elems, nulls, n);
+	deconstruct_array(DatumGetArrayTypeP(arr), elmtype, len, byval, align, &elems, nulls, n);
 	return elems;
 }
 
@@ -661,6 +799,8 @@ static TraitDefs *
 trait_defs(FunctionCallInfo fcinfo, int argno)
 {
 	TraitDefs  *td = (TraitDefs *) fcinfo->flinfo->fn_extra;
+	Datum		cur[4];
+	MemoryContext cxt;
 	MemoryContext old;
 	Datum	   *ids,
 			   *names,
@@ -675,23 +815,37 @@ trait_defs(FunctionCallInfo fcinfo, int argno)
 				naggs,
 				nwindows;
 
+	for (int i = 0; i < 4; i++)
+	{
+		if (PG_ARGISNULL(argno + i))
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("computed-trait definitions need trait ids, names, aggregates and windows")));
+		cur[i] = PointerGetDatum(PG_DETOAST_DATUM(PG_GETARG_DATUM(argno + i)));
+	}
 	if (td != NULL)
 	{
 		bool		same = true;
 
-		for (int i = 0; i < 4; i++)
-			same &= !PG_ARGISNULL(argno + i) && td->args[i] == PG_GETARG_DATUM(argno + i);
+		for (int i = 0; i < 4 && same; i++)
+			same = datumIsEqual(td->args[i], cur[i], false, -1);
 		if (same)
 			return td;
+		MemoryContextDelete(td->cxt);
+		fcinfo->flinfo->fn_extra = NULL;
 	}
-	old = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
+
+	cxt = AllocSetContextCreate(fcinfo->flinfo->fn_mcxt, "cdp trait definitions", ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(cxt);
 	td = palloc0(sizeof(TraitDefs));
+	td->cxt = cxt;
 	for (int i = 0; i < 4; i++)
-		td->args[i] = PG_ARGISNULL(argno + i) ? (Datum) 0 : PG_GETARG_DATUM(argno + i);
-	ids = def_array(fcinfo, argno, INT4OID, 4, true, TYPALIGN_INT, &id_nulls, &nids);
-	names = def_array(fcinfo, argno + 1, TEXTOID, -1, false, TYPALIGN_INT, &name_nulls, &nnames);
-	aggs = def_array(fcinfo, argno + 2, TEXTOID, -1, false, TYPALIGN_INT, &agg_nulls, &naggs);
-	windows = def_array(fcinfo, argno + 3, INTERVALOID, sizeof(Interval), false, TYPALIGN_DOUBLE,
+		td->args[i] = datumCopy(cur[i], false, -1);
+	/* the definitions point into these copies */
+	ids = def_array(td->args[0], INT4OID, 4, true, TYPALIGN_INT, &id_nulls, &nids);
+	names = def_array(td->args[1], TEXTOID, -1, false, TYPALIGN_INT, &name_nulls, &nnames);
+	aggs = def_array(td->args[2], TEXTOID, -1, false, TYPALIGN_INT, &agg_nulls, &naggs);
+	windows = def_array(td->args[3], INTERVALOID, sizeof(Interval), false, TYPALIGN_DOUBLE,
 						&window_nulls, &nwindows);
 	if (nnames != nids || naggs != nids || nwindows != nids)
 		ereport(ERROR,
@@ -719,8 +873,8 @@ trait_defs(FunctionCallInfo fcinfo, int argno)
 		d->window = d->windowed ? DatumGetIntervalP(windows[i]) : NULL;
 	}
 	qsort(td->defs, td->n, sizeof(TraitDef), def_cmp);
-	fcinfo->flinfo->fn_extra = td;
 	MemoryContextSwitchTo(old);
+	fcinfo->flinfo->fn_extra = td;
 	return td;
 }
 

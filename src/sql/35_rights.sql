@@ -70,6 +70,10 @@ BEGIN
     RAISE EXCEPTION 'an erasure needs a reason'
       USING ERRCODE = 'invalid_parameter_value', HINT = 'E.g. ''Art. 17 request of 2026-11-22, ticket 4711''.';
   END IF;
+  -- The audience pass first (as the pass takes it, before anything else):
+  -- a pass that gathered the profile before the erasure committed would
+  -- otherwise still evaluate it as live and could log it entering.
+  PERFORM cdp._audience_lock();
   PERFORM cdp._lock_identity();
 
   pid := cdp.profile_of(subject);

@@ -208,6 +208,7 @@ CREATE FUNCTION cdp._trait_update(profiles bigint[], as_of timestamptz,
                                   reset bigint[] DEFAULT '{}', tombstones boolean DEFAULT true,
                                   all_events boolean DEFAULT false, reset_all boolean DEFAULT false,
                                   only_trait integer DEFAULT NULL, gather boolean DEFAULT false,
+                                  in_pass boolean DEFAULT false,
                                   OUT folded bigint[], OUT rows cdp._rule_input[])
   LANGUAGE plpgsql
   SET search_path = pg_catalog, pg_temp
@@ -283,8 +284,12 @@ BEGIN
     src AS MATERIALIZED (
       SELECT p.profile_id, p.traits, p.consent_until, r.vals, r.state,
              -- when the values next change on their own: a window entry
-             -- leaving, or a consent in force expiring
-             least(r.due, (SELECT min(u) FROM unnest(p.consent_until) AS u WHERE u > $2 AND u < 'infinity')) AS due
+             -- leaving, or a consent in force expiring; outside a pass, a
+             -- due time already past stays (the pass has yet to evaluate
+             -- the profile's audiences for it)
+             CASE WHEN NOT $11 AND o.next_due <= $2 THEN o.next_due
+                  ELSE least(r.due, (SELECT min(u) FROM unnest(p.consent_until) AS u WHERE u > $2 AND u < 'infinity'))
+             END AS due
         FROM (%s) AS k(profile_id)
         JOIN cdp.profile_data p ON p.profile_id = k.profile_id AND p.merged_into IS NULL
         LEFT JOIN f ON f.profile_id = p.profile_id
@@ -315,7 +320,7 @@ BEGIN
          WHEN cardinality(reset) > 0 THEN 'CASE WHEN p.profile_id = ANY ($5) THEN NULL ELSE o.state END'
          ELSE 'o.state' END)
     INTO folded, rows
-    USING profiles, as_of, event_ids, event_times, reset, ids, names, aggs, windows, gather;
+    USING profiles, as_of, event_ids, event_times, reset, ids, names, aggs, windows, gather, in_pass;
 
   IF tombstones AND profiles IS NOT NULL THEN
     DELETE FROM cdp.computed_trait_values v
@@ -323,7 +328,7 @@ BEGIN
        AND NOT EXISTS (SELECT FROM cdp.profile_data p WHERE p.profile_id = v.profile_id AND p.merged_into IS NULL);
   END IF;
 END $$;
-COMMENT ON FUNCTION cdp._trait_update(bigint[], timestamptz, bigint[], timestamptz[], bigint[], boolean, boolean, boolean, integer, boolean) IS
+COMMENT ON FUNCTION cdp._trait_update(bigint[], timestamptz, bigint[], timestamptz[], bigint[], boolean, boolean, boolean, integer, boolean, boolean) IS
   'Internal: fold events into the computed-trait state of profiles and recompute their values, one row read and written per profile; returns the profiles with folded events and (gather) the live profiles as audience rules read them';
 
 -- Audiences ------------------------------------------------------------
@@ -577,6 +582,9 @@ BEGIN
   SELECT coalesce(array_agg(p.profile_id), '{}') INTO live
     FROM cdp.profile_data p JOIN cdp.computed_trait_values v ON v.profile_id = p.profile_id
    WHERE p.merged_into IS NULL;
+  -- Rows of profiles no longer live (tombstones awaiting a pass) go too.
+  DELETE FROM cdp.computed_trait_values v
+   WHERE NOT EXISTS (SELECT FROM cdp.profile_data p WHERE p.profile_id = v.profile_id AND p.merged_into IS NULL);
   INSERT INTO cdp.journal (kind, profile_ids) SELECT 'identity', live WHERE cardinality(live) > 0;
   RETURN jsonb_build_object('traits', (SELECT count(*) FROM cdp.computed_traits), 'profiles', cardinality(live));
 END $$;
@@ -854,6 +862,7 @@ DECLARE
   survivors bigint[];
   folded bigint[];
   gathered cdp._rule_input[];
+  gathered_all boolean;
   touched bigint[];
   cand bigint[];
   m record;
@@ -921,7 +930,7 @@ BEGIN
     FROM cdp._trait_update(touched || survivors, as_of, ev,
                            CASE WHEN array_position(ev_at, NULL) IS NULL THEN ev_at END, live_rebuilt,
                            cardinality(ident) + cardinality(rebuilt) + cardinality(erased) > 0,
-                           gather => true) u;
+                           gather => true, in_pass => true) u;
   SELECT coalesce(array_agg(DISTINCT x), '{}') INTO touched FROM unnest(touched || survivors || folded) x;
 
   -- 5. Audiences, in dependency order.  Those of one level that need no
@@ -936,12 +945,14 @@ BEGIN
     SELECT coalesce(array_agg(DISTINCT x::bigint), '{}') INTO dep_changed
       FROM unnest(together) g, unnest(g.depends_on) d, jsonb_array_elements_text(coalesce(changed -> d, '[]')) x;
     cand := touched || dep_changed;
+    -- (a set difference: <@ compares every element with every other)
+    gathered_all := NOT EXISTS (SELECT unnest(dep_changed) EXCEPT SELECT unnest(touched));
     IF cardinality(together) > 0 AND cardinality(cand) > 0 THEN
       BEGIN
         -- (a profile whose membership of an audience used here changed is
         -- among those gathered, unless a full evaluation changed it)
         WITH e AS MATERIALIZED (SELECT * FROM cdp._evaluate_level(together, cand, due, as_of,
-                                                                  CASE WHEN dep_changed <@ touched THEN gathered END))
+                                                                  CASE WHEN gathered_all THEN gathered END))
         SELECT (SELECT coalesce(array_agg(u.c ORDER BY u.c), '{}') FROM e, unnest(e.change_ids) AS u(c)),
                (SELECT coalesce(jsonb_object_agg(g.name, to_jsonb(e.changed)), '{}')
                   FROM e JOIN unnest(together) AS g ON g.audience_id = e.audience_id)

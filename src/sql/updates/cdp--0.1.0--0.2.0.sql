@@ -900,7 +900,10 @@ GRANT EXECUTE ON FUNCTION cdp.refresh_consents() TO cdp_admin;
 -- (src/audience/state.c): a pass reads and writes each changed profile once,
 -- folding its new events and recomputing its values in C.  The old rows are
 -- converted as they are (all-time aggregates keep events that retention has
--- deleted since).
+-- deleted since).  No pass may run meanwhile (a 0.1.0 worker would write
+-- state rows after the conversion read them): the pass lock first, as
+-- cdp._audience_lock() takes it.
+SELECT pg_advisory_xact_lock(hashtext('cdp.audience_pass'));
 -- The state of computed traits (src/audience/state.c).
 CREATE FUNCTION cdp._trait_state_fold(internal, integer, text, boolean, timestamptz, bigint, text)
   RETURNS internal
@@ -1098,6 +1101,7 @@ CREATE OR REPLACE FUNCTION cdp._trait_update(profiles bigint[], as_of timestampt
                                   reset bigint[] DEFAULT '{}', tombstones boolean DEFAULT true,
                                   all_events boolean DEFAULT false, reset_all boolean DEFAULT false,
                                   only_trait integer DEFAULT NULL, gather boolean DEFAULT false,
+                                  in_pass boolean DEFAULT false,
                                   OUT folded bigint[], OUT rows cdp._rule_input[])
   LANGUAGE plpgsql
   SET search_path = pg_catalog, pg_temp
@@ -1173,8 +1177,12 @@ BEGIN
     src AS MATERIALIZED (
       SELECT p.profile_id, p.traits, p.consent_until, r.vals, r.state,
              -- when the values next change on their own: a window entry
-             -- leaving, or a consent in force expiring
-             least(r.due, (SELECT min(u) FROM unnest(p.consent_until) AS u WHERE u > $2 AND u < 'infinity')) AS due
+             -- leaving, or a consent in force expiring; outside a pass, a
+             -- due time already past stays (the pass has yet to evaluate
+             -- the profile's audiences for it)
+             CASE WHEN NOT $11 AND o.next_due <= $2 THEN o.next_due
+                  ELSE least(r.due, (SELECT min(u) FROM unnest(p.consent_until) AS u WHERE u > $2 AND u < 'infinity'))
+             END AS due
         FROM (%s) AS k(profile_id)
         JOIN cdp.profile_data p ON p.profile_id = k.profile_id AND p.merged_into IS NULL
         LEFT JOIN f ON f.profile_id = p.profile_id
@@ -1205,7 +1213,7 @@ BEGIN
          WHEN cardinality(reset) > 0 THEN 'CASE WHEN p.profile_id = ANY ($5) THEN NULL ELSE o.state END'
          ELSE 'o.state' END)
     INTO folded, rows
-    USING profiles, as_of, event_ids, event_times, reset, ids, names, aggs, windows, gather;
+    USING profiles, as_of, event_ids, event_times, reset, ids, names, aggs, windows, gather, in_pass;
 
   IF tombstones AND profiles IS NOT NULL THEN
     DELETE FROM cdp.computed_trait_values v
@@ -1213,7 +1221,7 @@ BEGIN
        AND NOT EXISTS (SELECT FROM cdp.profile_data p WHERE p.profile_id = v.profile_id AND p.merged_into IS NULL);
   END IF;
 END $$;
-COMMENT ON FUNCTION cdp._trait_update(bigint[], timestamptz, bigint[], timestamptz[], bigint[], boolean, boolean, boolean, integer, boolean) IS
+COMMENT ON FUNCTION cdp._trait_update(bigint[], timestamptz, bigint[], timestamptz[], bigint[], boolean, boolean, boolean, integer, boolean, boolean) IS
   'Internal: fold events into the computed-trait state of profiles and recompute their values, one row read and written per profile; returns the profiles with folded events and (gather) the live profiles as audience rules read them';
 
 CREATE OR REPLACE FUNCTION cdp.create_trait(name text, aggregate text, event text DEFAULT NULL, property text DEFAULT NULL,
@@ -1312,6 +1320,9 @@ BEGIN
   SELECT coalesce(array_agg(p.profile_id), '{}') INTO live
     FROM cdp.profile_data p JOIN cdp.computed_trait_values v ON v.profile_id = p.profile_id
    WHERE p.merged_into IS NULL;
+  -- Rows of profiles no longer live (tombstones awaiting a pass) go too.
+  DELETE FROM cdp.computed_trait_values v
+   WHERE NOT EXISTS (SELECT FROM cdp.profile_data p WHERE p.profile_id = v.profile_id AND p.merged_into IS NULL);
   INSERT INTO cdp.journal (kind, profile_ids) SELECT 'identity', live WHERE cardinality(live) > 0;
   RETURN jsonb_build_object('traits', (SELECT count(*) FROM cdp.computed_traits), 'profiles', cardinality(live));
 END $$;
@@ -1339,6 +1350,7 @@ DECLARE
   survivors bigint[];
   folded bigint[];
   gathered cdp._rule_input[];
+  gathered_all boolean;
   touched bigint[];
   cand bigint[];
   m record;
@@ -1406,7 +1418,7 @@ BEGIN
     FROM cdp._trait_update(touched || survivors, as_of, ev,
                            CASE WHEN array_position(ev_at, NULL) IS NULL THEN ev_at END, live_rebuilt,
                            cardinality(ident) + cardinality(rebuilt) + cardinality(erased) > 0,
-                           gather => true) u;
+                           gather => true, in_pass => true) u;
   SELECT coalesce(array_agg(DISTINCT x), '{}') INTO touched FROM unnest(touched || survivors || folded) x;
 
   -- 5. Audiences, in dependency order.  Those of one level that need no
@@ -1421,12 +1433,14 @@ BEGIN
     SELECT coalesce(array_agg(DISTINCT x::bigint), '{}') INTO dep_changed
       FROM unnest(together) g, unnest(g.depends_on) d, jsonb_array_elements_text(coalesce(changed -> d, '[]')) x;
     cand := touched || dep_changed;
+    -- (a set difference: <@ compares every element with every other)
+    gathered_all := NOT EXISTS (SELECT unnest(dep_changed) EXCEPT SELECT unnest(touched));
     IF cardinality(together) > 0 AND cardinality(cand) > 0 THEN
       BEGIN
         -- (a profile whose membership of an audience used here changed is
         -- among those gathered, unless a full evaluation changed it)
         WITH e AS MATERIALIZED (SELECT * FROM cdp._evaluate_level(together, cand, due, as_of,
-                                                                  CASE WHEN dep_changed <@ touched THEN gathered END))
+                                                                  CASE WHEN gathered_all THEN gathered END))
         SELECT (SELECT coalesce(array_agg(u.c ORDER BY u.c), '{}') FROM e, unnest(e.change_ids) AS u(c)),
                (SELECT coalesce(jsonb_object_agg(g.name, to_jsonb(e.changed)), '{}')
                   FROM e JOIN unnest(together) AS g ON g.audience_id = e.audience_id)
@@ -1498,6 +1512,10 @@ BEGIN
     RAISE EXCEPTION 'an erasure needs a reason'
       USING ERRCODE = 'invalid_parameter_value', HINT = 'E.g. ''Art. 17 request of 2026-11-22, ticket 4711''.';
   END IF;
+  -- The audience pass first (as the pass takes it, before anything else):
+  -- a pass that gathered the profile before the erasure committed would
+  -- otherwise still evaluate it as live and could log it entering.
+  PERFORM cdp._audience_lock();
   PERFORM cdp._lock_identity();
 
   pid := cdp.profile_of(subject);
@@ -1556,7 +1574,7 @@ REVOKE EXECUTE ON FUNCTION
   cdp._trait_state_agg(integer, text, boolean, timestamptz, bigint, text), cdp._trait_state_merge(bytea, bytea),
   cdp._trait_state_union(bytea), cdp._trait_state_apply(bytea, bytea, timestamptz, integer[], text[], text[], interval[]),
   cdp._trait_state_json(bytea),
-  cdp._trait_update(bigint[], timestamptz, bigint[], timestamptz[], bigint[], boolean, boolean, boolean, integer, boolean),
+  cdp._trait_update(bigint[], timestamptz, bigint[], timestamptz[], bigint[], boolean, boolean, boolean, integer, boolean, boolean),
   cdp._rule_source_rows(integer), cdp._evaluate_level(cdp.audience_data[], bigint[], bigint[], timestamptz, cdp._rule_input[])
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
@@ -1564,6 +1582,6 @@ GRANT EXECUTE ON FUNCTION
   cdp._trait_state_agg(integer, text, boolean, timestamptz, bigint, text), cdp._trait_state_merge(bytea, bytea),
   cdp._trait_state_union(bytea), cdp._trait_state_apply(bytea, bytea, timestamptz, integer[], text[], text[], interval[]),
   cdp._trait_state_json(bytea),
-  cdp._trait_update(bigint[], timestamptz, bigint[], timestamptz[], bigint[], boolean, boolean, boolean, integer, boolean),
+  cdp._trait_update(bigint[], timestamptz, bigint[], timestamptz[], bigint[], boolean, boolean, boolean, integer, boolean, boolean),
   cdp._rule_source_rows(integer), cdp._evaluate_level(cdp.audience_data[], bigint[], bigint[], timestamptz, cdp._rule_input[])
 TO cdp_admin;

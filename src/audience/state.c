@@ -173,11 +173,6 @@ add_distinct(TraitState *ts, text *val)
 	ts->distinct[ts->ndistinct++] = val;
 }
 
-static int
-text_ptr_cmp(const void *a, const void *b)
-{
-	return trait_text_cmp(*(text *const *) a, *(text *const *) b);
-}
 
 /* Sort the distinct values and drop duplicates. */
 static void
@@ -187,7 +182,7 @@ normalize_distinct(TraitState *ts)
 
 	if (ts->distinct_sorted)
 		return;
-	qsort(ts->distinct, ts->ndistinct, sizeof(text *), text_ptr_cmp);
+	qsort(ts->distinct, ts->ndistinct, sizeof(text *), trait_text_ptr_cmp);
 	for (int i = 0; i < ts->ndistinct; i++)
 		if (k == 0 || trait_text_cmp(ts->distinct[k - 1], ts->distinct[i]) != 0)
 			ts->distinct[k++] = ts->distinct[i];
@@ -205,17 +200,6 @@ static int
 numeric_compare(Numeric a, Numeric b)
 {
 	return DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(a), NumericGetDatum(b)));
-}
-
-/* Keep e as first (sign -1) or last (sign 1) if it comes before / after. */
-static void
-pick(TraitState *ts, uint16 flag, TraitEntry *kept, const TraitEntry *e, int sign)
-{
-	if (!(ts->flags & flag) || trait_entry_cmp(e, kept) * sign > 0)
-	{
-		*kept = *e;
-		ts->flags |= flag;
-	}
 }
 
 static text *
@@ -241,16 +225,21 @@ keep_numeric(Numeric *slot, bool had, Numeric v, MemoryContext keep)
 	*slot = copy;
 }
 
-/* Keep e (its value copied into keep) as first or last if it comes before / after. */
+/*
+ * Keep e as first (sign -1) or last (sign 1) if it comes before / after.
+ * With keep, its value is copied there and the one it replaces freed;
+ * without, it is referenced as it is (merging states in one context).
+ */
 static void
-keep_pick(TraitState *ts, uint16 flag, TraitEntry *kept, const TraitEntry *e, int sign, MemoryContext keep)
+pick(TraitState *ts, uint16 flag, TraitEntry *kept, const TraitEntry *e, int sign, MemoryContext keep)
 {
 	if ((ts->flags & flag) && trait_entry_cmp(e, kept) * sign <= 0)
 		return;
-	if ((ts->flags & flag) && kept->val)
+	if (keep && (ts->flags & flag) && kept->val)
 		pfree(kept->val);
 	*kept = *e;
-	kept->val = e->val ? copy_text(keep, e->val) : NULL;
+	if (keep && e->val)
+		kept->val = copy_text(keep, e->val);
 	ts->flags |= flag;
 }
 
@@ -305,10 +294,10 @@ fold_entry(ProfileState *ps, MemoryContext keep, int32 trait_id, TraitAggregate 
 				break;
 			}
 		case TA_FIRST:
-			keep_pick(ts, TS_FIRST, &ts->first, e, -1, keep);
+			pick(ts, TS_FIRST, &ts->first, e, -1, keep);
 			break;
 		case TA_LAST:
-			keep_pick(ts, TS_LAST, &ts->last, e, 1, keep);
+			pick(ts, TS_LAST, &ts->last, e, 1, keep);
 			break;
 		case TA_COUNT_DISTINCT:
 			{
@@ -358,9 +347,9 @@ merge_trait(TraitState *a, const TraitState *b)
 	if ((b->flags & TS_HI) && (!(a->flags & TS_HI) || numeric_compare(b->hi, a->hi) > 0))
 		a->hi = b->hi;
 	if (b->flags & TS_FIRST)
-		pick(a, TS_FIRST, &a->first, &b->first, -1);
+		pick(a, TS_FIRST, &a->first, &b->first, -1, NULL);
 	if (b->flags & TS_LAST)
-		pick(a, TS_LAST, &a->last, &b->last, 1);
+		pick(a, TS_LAST, &a->last, &b->last, 1, NULL);
 	for (int i = 0; i < b->ndistinct; i++)
 		add_distinct(a, b->distinct[i]);
 	for (int i = 0; i < b->nentries; i++)
@@ -893,12 +882,6 @@ shift(TimestampTz t, Interval *window, bool back)
 												   TimestampTzGetDatum(t), IntervalPGetDatum(window)));
 }
 
-static void
-set_numeric(JsonbValue *v, Numeric num)
-{
-	v->type = jbvNumeric;
-	v->val.numeric = num;
-}
 
 /* The value of a trait without a window; false when it is SQL NULL. */
 static bool
@@ -909,24 +892,24 @@ plain_value(const TraitDef *d, TraitState *ts, JsonbValue *v)
 	switch (d->agg)
 	{
 		case TA_COUNT:
-			set_numeric(v, int64_to_numeric(ts->n));
+			trait_set_numeric(v, int64_to_numeric(ts->n));
 			return true;
 		case TA_SUM:
 			if (!(ts->flags & TS_TOTAL))
 				return false;
-			set_numeric(v, ts->total);
+			trait_set_numeric(v, ts->total);
 			return true;
 		case TA_AVG:
 			if (!(ts->flags & TS_TOTAL) || ts->n == 0)
 				return false;
-			set_numeric(v, DatumGetNumeric(DirectFunctionCall2(numeric_div, NumericGetDatum(ts->total),
+			trait_set_numeric(v, DatumGetNumeric(DirectFunctionCall2(numeric_div, NumericGetDatum(ts->total),
 															   NumericGetDatum(int64_to_numeric(ts->n)))));
 			return true;
 		case TA_MIN:
 		case TA_MAX:
 			if (!(ts->flags & (d->agg == TA_MIN ? TS_LO : TS_HI)))
 				return false;
-			set_numeric(v, d->agg == TA_MIN ? ts->lo : ts->hi);
+			trait_set_numeric(v, d->agg == TA_MIN ? ts->lo : ts->hi);
 			return true;
 		case TA_FIRST:
 		case TA_LAST:
@@ -943,7 +926,7 @@ plain_value(const TraitDef *d, TraitState *ts, JsonbValue *v)
 			if (!(ts->flags & TS_DISTINCT))
 				return false;
 			normalize_distinct(ts);
-			set_numeric(v, int64_to_numeric(ts->ndistinct));
+			trait_set_numeric(v, int64_to_numeric(ts->ndistinct));
 			return true;
 	}
 	pg_unreachable();
@@ -1075,7 +1058,7 @@ push_numeric(JsonbParseState **parse, const char *key, Numeric num)
 {
 	JsonbValue	v;
 
-	set_numeric(&v, num);
+	trait_set_numeric(&v, num);
 	if (key)
 		push_key(parse, key);
 	push_scalar(parse, key ? WJB_VALUE : WJB_ELEM, &v);

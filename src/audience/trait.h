@@ -40,6 +40,20 @@ extern int	trait_entry_cmp(const TraitEntry *a, const TraitEntry *b);
 extern int	trait_text_cmp(const text *x, const text *y);
 extern Numeric trait_text_numeric(const text *t);
 
+/* qsort comparator of text pointers, by trait_text_cmp */
+static inline int
+trait_text_ptr_cmp(const void *a, const void *b)
+{
+	return trait_text_cmp(*(text *const *) a, *(text *const *) b);
+}
+
+static inline void
+trait_set_numeric(JsonbValue *v, Numeric num)
+{
+	v->type = jbvNumeric;
+	v->val.numeric = num;
+}
+
 /*
  * The value of a windowed trait over the entries after cutoff, as a jsonb
  * scalar; false when it is SQL NULL.  *oldest (when found) is the earliest

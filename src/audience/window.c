@@ -83,11 +83,6 @@ trait_text_cmp(const text *x, const text *y)
 	return c != 0 ? c : (lx > ly) - (lx < ly);
 }
 
-static int
-text_ptr_cmp(const void *a, const void *b)
-{
-	return trait_text_cmp(*(text *const *) a, *(text *const *) b);
-}
 
 /* A value as numeric (values of numeric aggregates were checked when folded). */
 Numeric
@@ -105,12 +100,6 @@ inside(const TraitEntry *e, TimestampTz cutoff)
 	return !e->at_null && e->at > cutoff;
 }
 
-static void
-set_numeric(JsonbValue *v, Numeric num)
-{
-	v->type = jbvNumeric;
-	v->val.numeric = num;
-}
 
 /* sum, avg, min or max of the numeric values inside; NULL when there are none. */
 static Numeric
@@ -157,7 +146,7 @@ window_value(TraitAggregate agg, TimestampTz cutoff, const TraitEntry *entries, 
 		case TA_COUNT:
 			for (int i = 0; i < n; i++)
 				count += inside(&entries[i], cutoff);
-			set_numeric(result, int64_to_numeric(count));
+			trait_set_numeric(result, int64_to_numeric(count));
 			return true;
 
 		case TA_SUM:
@@ -169,7 +158,7 @@ window_value(TraitAggregate agg, TimestampTz cutoff, const TraitEntry *entries, 
 
 				if (num == NULL)
 					return false;
-				set_numeric(result, num);
+				trait_set_numeric(result, num);
 				return true;
 			}
 
@@ -200,11 +189,11 @@ window_value(TraitAggregate agg, TimestampTz cutoff, const TraitEntry *entries, 
 					if (inside(&entries[i], cutoff) && entries[i].val != NULL)
 						seen[k++] = entries[i].val;
 				if (k > 1)
-					qsort(seen, k, sizeof(text *), text_ptr_cmp);
+					qsort(seen, k, sizeof(text *), trait_text_ptr_cmp);
 				for (int i = 0; i < k; i++)
 					count += (i == 0 || trait_text_cmp(seen[i - 1], seen[i]) != 0);
 				pfree(seen);
-				set_numeric(result, int64_to_numeric(count));
+				trait_set_numeric(result, int64_to_numeric(count));
 				return true;
 			}
 	}

@@ -1,7 +1,9 @@
 -- cdp 0.1.0 -> 0.2.0
 --
--- Every SQL change since 0.1.0, in the order it was made.  Each change is also
--- in src/sql/ (fresh installs); t/009_upgrade.pl checks that both agree.
+-- Every SQL change since 0.1.0, in the order it was made; a function changed
+-- more than once appears only where it last changed (its final definition).
+-- Each change is also in src/sql/ (fresh installs); t/009_upgrade.pl checks
+-- that both agree.
 
 \echo Use "ALTER EXTENSION cdp UPDATE TO '0.2.0'" to load this file. \quit
 
@@ -16,7 +18,8 @@
 -- expired window entries are collected only where they can be; audiences of
 -- one dependency level are evaluated in one statement.  Fixed: a changed
 -- rule now reaches the audiences that use it in a pass where no profile
--- changed.
+-- changed.  (The pass, the trait fold and values and the level evaluation
+-- changed again later: their definitions are in the audience-state block.)
 CREATE OR REPLACE FUNCTION cdp._jsonb_numeric(value jsonb) RETURNS numeric
   LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
   AS 'MODULE_PATHNAME', 'cdp_jsonb_numeric';
@@ -24,117 +27,7 @@ COMMENT ON FUNCTION cdp._jsonb_numeric(jsonb) IS
   'Internal: a JSON number, or a string holding a decimal number, as numeric; NULL for anything else';
 
 
-DROP FUNCTION cdp._trait_values(bigint[], timestamptz, boolean);
-CREATE FUNCTION cdp._trait_values(profiles bigint[], as_of timestamptz, tombstones boolean DEFAULT true,
-                                  expire bigint[] DEFAULT NULL) RETURNS void
-  LANGUAGE plpgsql
-  SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-  IF expire IS NULL OR cardinality(expire) > 0 THEN
-    UPDATE cdp.computed_trait_state s
-       SET (n, vals, ats, ids) = (SELECT count(*), array_agg(x.v ORDER BY x.at, x.id),
-                                         array_agg(x.at ORDER BY x.at, x.id), array_agg(x.id ORDER BY x.at, x.id)
-                                    FROM unnest(s.ats, s.ids, s.vals) AS x(at, id, v)
-                                   WHERE x.at > as_of - c."window")
-      FROM cdp.computed_traits c
-     WHERE c.trait_id = s.trait_id AND c."window" IS NOT NULL
-       AND s.profile_id IN (SELECT unnest(coalesce(expire, profiles)))
-       AND EXISTS (SELECT FROM unnest(s.ats) AS a WHERE a <= as_of - c."window");
-    -- A window that emptied: the state is gone (count reads 0, the others NULL).
-    DELETE FROM cdp.computed_trait_state s USING cdp.computed_traits c
-     WHERE c.trait_id = s.trait_id AND c."window" IS NOT NULL AND s.n = 0
-       AND s.profile_id IN (SELECT unnest(coalesce(expire, profiles)));
-  END IF;
 
-  IF tombstones THEN
-    DELETE FROM cdp.computed_trait_values v
-     WHERE v.profile_id IN (SELECT unnest(profiles))
-       AND NOT EXISTS (SELECT FROM cdp.profile_data p WHERE p.profile_id = v.profile_id AND p.merged_into IS NULL);
-  END IF;
-
-  EXECUTE format($q$
-    INSERT INTO cdp.computed_trait_values AS t (profile_id, vals, next_due)
-    SELECT p.profile_id, coalesce(v.vals, '{}'), least(v.due, c.due)
-      FROM cdp.profile_data p
-      LEFT JOIN (SELECT s.profile_id, jsonb_object_agg(d.name, %s) AS vals,
-                        min(cdp._window_oldest($1 - d."window", s.ats) + d."window") AS due
-                   FROM cdp.computed_trait_state s JOIN cdp.computed_traits d ON d.trait_id = s.trait_id
-                  WHERE s.profile_id IN (SELECT unnest($2))
-                  GROUP BY s.profile_id) v ON v.profile_id = p.profile_id
-      LEFT JOIN LATERAL (SELECT min(cs.expires_at) AS due FROM cdp.consent_state cs
-                          WHERE cs.profile_id = p.profile_id AND cs.granted AND cs.expires_at > $1) c ON true
-     WHERE p.profile_id IN (SELECT unnest($2)) AND p.merged_into IS NULL
-    ON CONFLICT (profile_id) DO UPDATE SET vals = excluded.vals, next_due = excluded.next_due
-     WHERE t.vals IS DISTINCT FROM excluded.vals OR t.next_due IS DISTINCT FROM excluded.next_due $q$,
-    cdp._trait_value_sql())
-  USING as_of, profiles;
-END $$;
-COMMENT ON FUNCTION cdp._trait_values(bigint[], timestamptz, boolean, bigint[]) IS
-  'Internal: recompute the computed trait values (and next due time) of profiles, dropping expired window entries of those in expire (NULL: all)';
-
-REVOKE EXECUTE ON FUNCTION cdp._trait_values(bigint[], timestamptz, boolean, bigint[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION cdp._trait_values(bigint[], timestamptz, boolean, bigint[]) TO cdp_admin;
-
-CREATE FUNCTION cdp._evaluate_level(auds cdp.audience_data[], cand bigint[], due bigint[], as_of timestamptz)
-  RETURNS TABLE (audience_id integer, change_ids bigint[], changed bigint[])
-  LANGUAGE plpgsql
-  SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-  RETURN QUERY EXECUTE format($q$
-    WITH cs AS MATERIALIZED (
-      -- the candidates' consent for the purposes used here, one probe each
-      SELECT c.profile_id, c.purpose FROM cdp.consent_state c
-       WHERE c.profile_id IN (SELECT unnest($1)) AND c.purpose = ANY ($5) AND c.granted
-         AND (c.expires_at IS NULL OR c.expires_at > $3)),
-    r AS MATERIALIZED (
-      SELECT t.profile_id, x.audience_id,
-             x.purpose IS NULL OR EXISTS (SELECT FROM cs WHERE cs.profile_id = t.profile_id AND cs.purpose = x.purpose)
-               AS consented
-        FROM %s CROSS JOIN LATERAL (VALUES %s) AS x(audience_id, hit, purpose)
-       WHERE x.hit),
-    cur AS MATERIALIZED (SELECT m.profile_id, m.audience_id FROM cdp.audience_member_data m
-                          WHERE m.profile_id IN (SELECT unnest($1)) AND m.audience_id = ANY ($2)),
-    ins AS (INSERT INTO cdp.audience_member_data (profile_id, audience_id, entered_at)
-            SELECT r.profile_id, r.audience_id, $3 FROM r
-             WHERE r.consented
-               AND NOT EXISTS (SELECT FROM cur WHERE cur.profile_id = r.profile_id AND cur.audience_id = r.audience_id)
-            RETURNING profile_id, audience_id),
-    -- (the members are found by the candidates, as in cur: joined to cur,
-    -- the planner hashes every member of these audiences)
-    del AS (DELETE FROM cdp.audience_member_data m
-             WHERE m.profile_id IN (SELECT unnest($1)) AND m.audience_id = ANY ($2)
-               AND NOT EXISTS (SELECT FROM r WHERE r.profile_id = m.profile_id AND r.audience_id = m.audience_id
-                                                AND r.consented)
-            RETURNING m.profile_id, m.audience_id),
-    log AS (INSERT INTO cdp.audience_change_data (profile_id, audience_id, change, reason, changed_at)
-            SELECT ins.profile_id, ins.audience_id, 'entered', 'rule', $3 FROM ins
-            UNION ALL
-            SELECT del.profile_id, del.audience_id, 'exited',
-                   CASE WHEN p.profile_id IS NULL THEN 'erased'
-                        WHEN p.merged_into IS NOT NULL THEN 'merged'
-                        WHEN EXISTS (SELECT FROM r WHERE r.profile_id = del.profile_id AND r.audience_id = del.audience_id)
-                          THEN 'consent'
-                        WHEN del.profile_id = ANY ($4) THEN 'window'
-                        ELSE 'rule' END, $3
-              FROM del LEFT JOIN cdp.profile_data p ON p.profile_id = del.profile_id
-            RETURNING change_id, profile_id, audience_id)
-    SELECT a.id, coalesce(array_agg(log.change_id ORDER BY log.change_id) FILTER (WHERE log.change_id IS NOT NULL), '{}'),
-           coalesce(array_agg(log.profile_id) FILTER (WHERE log.change_id IS NOT NULL), '{}')
-      FROM unnest($2) AS a(id) LEFT JOIN log ON log.audience_id = a.id
-     GROUP BY a.id $q$,
-    cdp._rule_source(true),
-    (SELECT string_agg(format('(%s, (%s), %L::text)', a.audience_id, a.expression, a.purpose), ', ' ORDER BY a.audience_id)
-       FROM unnest(auds) AS a))
-  USING cand, (SELECT array_agg(a.audience_id) FROM unnest(auds) AS a), as_of, due,
-        (SELECT coalesce(array_agg(DISTINCT a.purpose) FILTER (WHERE a.purpose IS NOT NULL), '{}') FROM unnest(auds) AS a);
-END $$;
-COMMENT ON FUNCTION cdp._evaluate_level(cdp.audience_data[], bigint[], bigint[], timestamptz) IS
-  'Internal: bring audiences of one dependency level current for some profiles in one statement and log the changes';
-
-REVOKE EXECUTE ON FUNCTION cdp._evaluate_level(cdp.audience_data[], bigint[], bigint[], timestamptz) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION cdp._evaluate_level(cdp.audience_data[], bigint[], bigint[], timestamptz) TO cdp_admin;
 
 CREATE OR REPLACE FUNCTION cdp._rule_source(restricted boolean) RETURNS text
   LANGUAGE sql STABLE
@@ -144,108 +37,6 @@ CREATE OR REPLACE FUNCTION cdp._rule_source(restricted boolean) RETURNS text
                 'WHERE p.merged_into IS NULL%s) t',
                 cdp._trait_columns(), CASE WHEN restricted THEN ' AND p.profile_id IN (SELECT unnest($1))' ELSE '' END);
 COMMENT ON FUNCTION cdp._rule_source(boolean) IS 'Internal: the FROM item audience rules are evaluated against';
-
-CREATE OR REPLACE FUNCTION cdp._trait_fold(event_ids bigint[], profiles bigint[], skip_profiles bigint[],
-                                as_of timestamptz, only_trait integer DEFAULT NULL,
-                                event_times timestamptz[] DEFAULT NULL) RETURNS bigint[]
-  LANGUAGE plpgsql
-  SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-  c cdp.computed_traits;
-  src text;
-  val text;
-  agg text;
-  keep text;
-  parts text[] := '{}';
-  events text[] := '{}';
-  any_event boolean := false;
-  touched bigint[];
-BEGIN
-  IF event_ids IS NOT NULL AND event_times IS NOT NULL THEN
-    -- Each event from its one partition (occurred_at is the partition key).
-    src := 'true';
-  ELSIF event_ids IS NOT NULL THEN
-    src := 'e.event_id = ANY ($1)';
-  ELSIF profiles IS NOT NULL THEN
-    src := 'e.profile_id = ANY ($2) AND e.event_id NOT IN (SELECT unnest(j.event_ids) FROM cdp.journal j WHERE j.kind = ''events'')';
-  ELSE
-    src := 'e.event_id NOT IN (SELECT unnest(j.event_ids) FROM cdp.journal j WHERE j.kind = ''events'')';
-  END IF;
-  IF skip_profiles IS NOT NULL AND cardinality(skip_profiles) > 0 THEN
-    src := src || ' AND e.profile_id <> ALL ($3)';
-  END IF;
-
-  FOR c IN SELECT * FROM cdp.computed_traits ct
-            WHERE only_trait IS NULL OR ct.trait_id = only_trait ORDER BY ct.trait_id LOOP
-    IF c.event IS NULL THEN
-      any_event := true;
-    ELSE
-      events := events || c.event;
-    END IF;
-    val := CASE WHEN c.aggregate IN ('sum', 'avg', 'min', 'max')
-                THEN format('cdp._jsonb_numeric(e.properties -> %L)::text', c.property)
-                WHEN c.property IS NOT NULL THEN format('e.properties ->> %L', c.property)
-                ELSE 'NULL::text' END;
-    keep := CASE WHEN c.aggregate IN ('sum', 'avg', 'min', 'max', 'count_distinct') THEN 'm.v IS NOT NULL' ELSE 'true' END;
-    IF c."window" IS NOT NULL THEN
-      keep := keep || format(' AND m.occurred_at > $4 - %L::interval', c."window");
-      agg := 'count(*), NULL::numeric, NULL::numeric, NULL::numeric, NULL::timestamptz, NULL::bigint, NULL::text, '
-             'NULL::timestamptz, NULL::bigint, NULL::text, array_agg(m.v), array_agg(m.occurred_at), array_agg(m.event_id)';
-    ELSE
-      agg := CASE WHEN c.aggregate IN ('sum', 'avg', 'min', 'max')
-                  THEN 'count(*), sum(m.v::numeric), min(m.v::numeric), max(m.v::numeric)'
-                  ELSE 'count(*), NULL::numeric, NULL::numeric, NULL::numeric' END
-      || CASE WHEN c.aggregate = 'first'
-              THEN ', min(m.occurred_at), (array_agg(m.event_id ORDER BY m.occurred_at, m.event_id))[1], '
-                   '(array_agg(m.v ORDER BY m.occurred_at, m.event_id))[1]'
-              ELSE ', NULL::timestamptz, NULL::bigint, NULL::text' END
-      || CASE WHEN c.aggregate = 'last'
-              THEN ', max(m.occurred_at), (array_agg(m.event_id ORDER BY m.occurred_at DESC, m.event_id DESC))[1], '
-                   '(array_agg(m.v ORDER BY m.occurred_at DESC, m.event_id DESC))[1]'
-              ELSE ', NULL::timestamptz, NULL::bigint, NULL::text' END
-      || CASE WHEN c.aggregate = 'count_distinct'
-              THEN ', array_agg(DISTINCT m.v ORDER BY m.v)'
-              ELSE ', NULL::text[]' END
-      || ', NULL::timestamptz[], NULL::bigint[]';
-    END IF;
-    -- One trait: its matching events (with the value it aggregates) per profile.
-    parts := parts || format(
-      'SELECT m.profile_id, %s AS trait_id, %s FROM (SELECT e.profile_id, e.event_id, e.occurred_at, %s AS v FROM ev e '
-      'WHERE true%s%s) m WHERE %s GROUP BY m.profile_id',
-      c.trait_id, agg, val,
-      CASE WHEN c.event IS NOT NULL THEN format(' AND e.event = %L', c.event) ELSE '' END,
-      CASE WHEN c.filter_sql IS NOT NULL THEN format(' AND (%s)', c.filter_sql) ELSE '' END,
-      keep);
-  END LOOP;
-  IF cardinality(parts) = 0 THEN
-    RETURN '{}';
-  END IF;
-
-  EXECUTE format(
-    'WITH ev AS MATERIALIZED (SELECT e.profile_id, e.event_id, e.occurred_at, e.event, e.properties '
-    '                           FROM %s WHERE %s%s), '
-    'up AS (INSERT INTO cdp.computed_trait_state AS s (profile_id, trait_id, n, total, lo, hi, first_at, first_id, '
-    '         first_val, last_at, last_id, last_val, vals, ats, ids) '
-    '       %s '
-    '       ON CONFLICT (profile_id, trait_id) DO UPDATE SET %s RETURNING s.profile_id) '
-    'SELECT coalesce(array_agg(DISTINCT profile_id), ''{}'') FROM up',
-    CASE WHEN event_ids IS NOT NULL AND event_times IS NOT NULL
-         -- A probe per event, into its one partition (OFFSET 0 keeps the
-         -- subquery a parameterised inner side: joined, a batch of a few
-         -- thousand ids is planned as a hash join over every event stored).
-         THEN 'unnest($1, $5) AS u(id, at) CROSS JOIN LATERAL (SELECT e.* FROM cdp.event_data e '
-              'WHERE e.event_id = u.id AND e.occurred_at = u.at OFFSET 0) e'
-         ELSE 'cdp.event_data e' END,
-    src,
-    CASE WHEN any_event THEN '' ELSE format(' AND e.event = ANY (%L::text[])', events) END,
-    array_to_string(parts, ' UNION ALL '),
-    cdp._trait_merge_sql())
-    INTO touched USING event_ids, profiles, skip_profiles, as_of, event_times;
-  RETURN touched;
-END $$;
-COMMENT ON FUNCTION cdp._trait_fold(bigint[], bigint[], bigint[], timestamptz, integer, timestamptz[]) IS
-  'Internal: fold events (new ones, or every event of rebuilt profiles) into computed-trait state';
 
 CREATE OR REPLACE FUNCTION cdp._change_counts(change_ids bigint[]) RETURNS jsonb
   LANGUAGE sql STABLE
@@ -296,174 +87,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION cdp._evaluate_audience(cdp.audience_data, bigint[], boolean, bigint[], timestamptz) IS
   'Internal: bring one audience current for some profiles (or all) and log the changes';
-
-CREATE OR REPLACE FUNCTION cdp._audience_pass(max_rows integer DEFAULT 1000) RETURNS jsonb
-  LANGUAGE plpgsql
-  SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-  as_of timestamptz := now();
-  n_rows bigint;
-  n_events bigint;
-  ev bigint[];
-  ev_at timestamptz[];
-  ev_profiles bigint[];
-  ident bigint[];
-  rebuilt bigint[];
-  consent bigint[];
-  erased bigint[];
-  defs boolean;
-  due bigint[];
-  live_rebuilt bigint[];
-  survivors bigint[];
-  touched bigint[];
-  cand bigint[];
-  m record;
-  a cdp.audience_data;
-  lvl integer;
-  together cdp.audience_data[];
-  alone cdp.audience_data[];
-  res record;
-  lvl_changes bigint[];
-  lvl_changed jsonb;
-  changed jsonb := '{}';
-  all_changes bigint[] := '{}';
-  dep_changed bigint[];
-  errors integer := 0;
-  evaluated integer := 0;
-BEGIN
-  PERFORM cdp._audience_lock();
-  PERFORM cdp._rebuild_profile_traits();
-
-  WITH taken AS (
-    DELETE FROM cdp.journal j
-     WHERE j.journal_id IN (SELECT j2.journal_id FROM cdp.journal j2 ORDER BY j2.journal_id LIMIT max_rows)
-    RETURNING j.kind, j.profile_ids, j.event_ids, j.occurred_ats)
-  SELECT (SELECT count(*) FROM taken),
-         (SELECT coalesce(array_agg(u.e ORDER BY u.e), '{}') FROM taken t, unnest(t.event_ids) u(e) WHERE t.kind = 'events'),
-         (SELECT array_agg(u.a ORDER BY u.e) FROM taken t, unnest(t.event_ids, t.occurred_ats) u(e, a)
-           WHERE t.kind = 'events'),
-         (SELECT coalesce(array_agg(DISTINCT p), '{}') FROM taken t, unnest(t.profile_ids) p WHERE t.kind = 'events'),
-         (SELECT coalesce(array_agg(DISTINCT p), '{}') FROM taken t, unnest(t.profile_ids) p WHERE t.kind = 'identity'),
-         (SELECT coalesce(array_agg(DISTINCT p), '{}') FROM taken t, unnest(t.profile_ids) p WHERE t.kind = 'rebuilt'),
-         (SELECT coalesce(array_agg(DISTINCT p), '{}') FROM taken t, unnest(t.profile_ids) p WHERE t.kind = 'consent'),
-         (SELECT coalesce(array_agg(DISTINCT p), '{}') FROM taken t, unnest(t.profile_ids) p WHERE t.kind = 'erased'),
-         (SELECT count(*) > 0 FROM taken t WHERE t.kind = 'audience')
-    INTO n_rows, ev, ev_at, ev_profiles, ident, rebuilt, consent, erased, defs;
-  n_events := cardinality(ev);
-
-  -- 1. Merged profiles: their state joins the survivor's.  Rebuilt and
-  -- erased profiles: state recomputed from their events (if still live).
-  FOR m IN SELECT p.profile_id AS tomb, cdp.resolve(p.profile_id) AS survivor
-             FROM cdp.profile_data p
-            WHERE p.profile_id = ANY (ident) AND p.merged_into IS NOT NULL
-              AND EXISTS (SELECT FROM cdp.computed_trait_state s WHERE s.profile_id = p.profile_id) LOOP
-    EXECUTE format('INSERT INTO cdp.computed_trait_state AS s (profile_id, trait_id, n, total, lo, hi, first_at, first_id, '
-                   'first_val, last_at, last_id, last_val, vals, ats, ids) '
-                   'SELECT $2, o.trait_id, o.n, o.total, o.lo, o.hi, o.first_at, o.first_id, o.first_val, o.last_at, '
-                   'o.last_id, o.last_val, o.vals, o.ats, o.ids FROM cdp.computed_trait_state o WHERE o.profile_id = $1 '
-                   'ON CONFLICT (profile_id, trait_id) DO UPDATE SET %s', cdp._trait_merge_sql())
-      USING m.tomb, m.survivor;
-    DELETE FROM cdp.computed_trait_state s WHERE s.profile_id = m.tomb;
-  END LOOP;
-  -- Rebuilt from events: the live profiles among those rebuilt, and the
-  -- survivors of rebuilt profiles merged since (whose state, combined in
-  -- above, predates the rebuild: events the rebuild moved to them are
-  -- missing from it, events it moved away are still counted).
-  SELECT coalesce(array_agg(DISTINCT coalesce(p.merged_into, p.profile_id)), '{}') INTO live_rebuilt
-    FROM cdp.profile_data p WHERE p.profile_id = ANY (rebuilt);
-  DELETE FROM cdp.computed_trait_state s WHERE s.profile_id = ANY (rebuilt || erased || live_rebuilt);
-  IF cardinality(live_rebuilt) > 0 THEN
-    PERFORM cdp._trait_fold(NULL, live_rebuilt, NULL, as_of);
-  END IF;
-
-  -- 2. New events (of profiles not just rebuilt, which have them already).
-  touched := CASE WHEN n_events > 0
-                  THEN cdp._trait_fold(ev, NULL, live_rebuilt, as_of, NULL,
-                                       CASE WHEN array_position(ev_at, NULL) IS NULL THEN ev_at END)
-                  ELSE '{}' END;
-
-  -- 3-4. Due expiries, then the values of everything touched.
-  SELECT coalesce(array_agg(v.profile_id), '{}') INTO due
-    FROM cdp.computed_trait_values v WHERE v.next_due <= as_of;
-  SELECT coalesce(array_agg(DISTINCT x), '{}') INTO touched
-    FROM unnest(touched || ident || rebuilt || erased || consent || due || ev_profiles) x;
-  -- Survivors of merges are touched too.
-  SELECT coalesce(array_agg(DISTINCT p.merged_into), '{}') INTO survivors
-    FROM cdp.profile_data p WHERE p.profile_id IN (SELECT unnest(touched)) AND p.merged_into IS NOT NULL;
-  SELECT coalesce(array_agg(DISTINCT x), '{}') INTO touched FROM unnest(touched || survivors) x;
-  PERFORM cdp._trait_values(touched, as_of,
-                            cardinality(ident) + cardinality(rebuilt) + cardinality(erased) > 0,
-                            due || ident || rebuilt || erased || survivors);
-
-  -- 5. Audiences, in dependency order.  Those of one level that need no
-  -- full evaluation go together (one statement); if any of their rules fails
-  -- they go one at a time, so that one failing rule does not stop the others.
-  FOR lvl IN SELECT DISTINCT ad.level FROM cdp.audience_data ad ORDER BY ad.level LOOP
-    SELECT coalesce(array_agg(ad ORDER BY ad.audience_id) FILTER (WHERE NOT ad.needs_full), '{}'),
-           coalesce(array_agg(ad ORDER BY ad.audience_id) FILTER (WHERE ad.needs_full), '{}')
-      INTO together, alone
-      FROM cdp.audience_data ad WHERE ad.level = lvl;
-    -- The profiles whose membership of an audience used here changed.
-    SELECT coalesce(array_agg(DISTINCT x::bigint), '{}') INTO dep_changed
-      FROM unnest(together) g, unnest(g.depends_on) d, jsonb_array_elements_text(coalesce(changed -> d, '[]')) x;
-    cand := touched || dep_changed;
-    IF cardinality(together) > 0 AND cardinality(cand) > 0 THEN
-      BEGIN
-        WITH e AS MATERIALIZED (SELECT * FROM cdp._evaluate_level(together, cand, due, as_of))
-        SELECT (SELECT coalesce(array_agg(u.c ORDER BY u.c), '{}') FROM e, unnest(e.change_ids) AS u(c)),
-               (SELECT coalesce(jsonb_object_agg(g.name, to_jsonb(e.changed)), '{}')
-                  FROM e JOIN unnest(together) AS g ON g.audience_id = e.audience_id)
-          INTO lvl_changes, lvl_changed;
-        UPDATE cdp.audience_data ad SET last_evaluated_at = as_of, error = NULL, errored_at = NULL
-         WHERE ad.audience_id IN (SELECT g.audience_id FROM unnest(together) AS g)
-           AND (ad.error IS NOT NULL OR ad.last_evaluated_at IS DISTINCT FROM as_of);
-        -- (only now: a failure above leaves them as they were)
-        all_changes := all_changes || lvl_changes;
-        changed := changed || lvl_changed;
-        evaluated := evaluated + cardinality(together);
-      EXCEPTION WHEN OTHERS THEN
-        alone := together || alone;
-      END;
-    END IF;
-    FOREACH a IN ARRAY alone LOOP
-      SELECT coalesce(array_agg(DISTINCT x::bigint), '{}') INTO dep_changed
-        FROM unnest(a.depends_on) d, jsonb_array_elements_text(coalesce(changed -> d, '[]')) x;
-      cand := touched || dep_changed;
-      IF NOT a.needs_full AND cardinality(cand) = 0 THEN
-        CONTINUE;
-      END IF;
-      BEGIN
-        res := cdp._evaluate_audience(a, cand, a.needs_full, due, as_of);
-        all_changes := all_changes || res.change_ids;
-        changed := changed || jsonb_build_object(a.name, to_jsonb(res.changed));
-        UPDATE cdp.audience_data ad SET last_evaluated_at = as_of, needs_full = false, error = NULL, errored_at = NULL
-         WHERE ad.audience_id = a.audience_id
-           AND (ad.needs_full OR ad.error IS NOT NULL OR ad.last_evaluated_at IS DISTINCT FROM as_of);
-        evaluated := evaluated + 1;
-      EXCEPTION WHEN OTHERS THEN
-        -- Re-evaluated in full once it works again: what it missed is not lost.
-        UPDATE cdp.audience_data ad SET error = SQLERRM, errored_at = as_of, needs_full = true
-         WHERE ad.audience_id = a.audience_id;
-        errors := errors + 1;
-      END;
-    END LOOP;
-  END LOOP;
-
-  -- 6. The activation stage turns the changes into outbox messages, in
-  -- this transaction.
-  PERFORM cdp._activation_stage(all_changes,
-                                (SELECT coalesce(array_agg(p.profile_id), '{}') FROM cdp.profile_data p
-                                  WHERE p.profile_id = ANY (consent) AND p.merged_into IS NULL),
-                                erased);
-
-  RETURN jsonb_build_object('journal_rows', n_rows, 'events', n_events, 'profiles', cardinality(touched),
-                            'due', cardinality(due), 'audiences', evaluated, 'errors', errors,
-                            'more', n_rows >= max_rows)
-         || cdp._change_counts(all_changes);
-END $$;
-COMMENT ON FUNCTION cdp._audience_pass(integer) IS
-  'Internal: one audience pass over at most max_rows journal rows (the worker''s unit of work)';
 
 -- ---- consent: the decision on the profile row (bench/consent, issue #4) ----
 -- cdp.purposes.slot, cdp.profile_data.consent_until kept by
@@ -671,27 +294,6 @@ GRANT EXECUTE ON FUNCTION cdp._window_value(text, timestamptz, timestamptz[], te
 REVOKE EXECUTE ON FUNCTION cdp._window_oldest(timestamptz, timestamptz[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION cdp._window_oldest(timestamptz, timestamptz[]) TO cdp_admin;
 
-CREATE OR REPLACE FUNCTION cdp._trait_value_sql() RETURNS text
-  LANGUAGE sql IMMUTABLE
-  SET search_path = pg_catalog, pg_temp
-  RETURN $sql$
-    CASE WHEN d."window" IS NULL THEN
-      CASE d.aggregate
-        WHEN 'count' THEN to_jsonb(s.n)
-        WHEN 'sum' THEN to_jsonb(s.total)
-        WHEN 'avg' THEN to_jsonb(s.total / nullif(s.n, 0))
-        WHEN 'min' THEN to_jsonb(s.lo)
-        WHEN 'max' THEN to_jsonb(s.hi)
-        WHEN 'first' THEN to_jsonb(s.first_val)
-        WHEN 'last' THEN to_jsonb(s.last_val)
-        WHEN 'count_distinct' THEN to_jsonb(cardinality(s.vals))
-      END
-    -- With a window: only the entries inside it (src/audience/window.c).
-    ELSE cdp._window_value(d.aggregate, $1 - d."window", s.ats, s.vals, s.ids)
-    END $sql$;
-COMMENT ON FUNCTION cdp._trait_value_sql() IS 'Internal: SQL for a computed trait''s value from its state';
-
-
 -- ---- ingest: event partitions created ahead of time ----
 -- Creating a partition locks cdp.event_data exclusively; at the first event of
 -- a month ingestion waited for every query on events.  The worker's retention
@@ -761,7 +363,8 @@ GRANT EXECUTE ON FUNCTION cdp.create_event_partitions(integer) TO cdp_admin;
 
 -- ---- retention: message ids go with their events ----
 -- cdp.apply_retention() left the message ids of the events it deleted (they
--- piled up for ever); erasure found them by a scan of every message id.
+-- piled up for ever); erasure found them by a scan of every message id
+-- (cdp.erase_subject() changed again later: its definition is further down).
 CREATE OR REPLACE FUNCTION cdp.apply_retention() RETURNS jsonb
   LANGUAGE plpgsql SECURITY DEFINER
   SET search_path = pg_catalog, pg_temp
@@ -799,79 +402,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION cdp.apply_retention() IS
   'Delete events older than their retention: the cdp.retention rule of their name, else the longest purpose retention (identify and alias events only by an explicit rule)';
-
-CREATE OR REPLACE FUNCTION cdp.erase_subject(subject cdp.identifier, reason text) RETURNS jsonb
-  LANGUAGE plpgsql SECURITY DEFINER
-  SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-  pid bigint;
-  ids cdp.identifier[];
-  pids bigint[];
-  hashes text[];
-  erasure bigint;
-  n_events bigint;
-  n_ledger bigint;
-BEGIN
-  IF reason IS NULL OR btrim(reason) = '' THEN
-    RAISE EXCEPTION 'an erasure needs a reason'
-      USING ERRCODE = 'invalid_parameter_value', HINT = 'E.g. ''Art. 17 request of 2026-11-22, ticket 4711''.';
-  END IF;
-  PERFORM cdp._lock_identity();
-
-  pid := cdp.profile_of(subject);
-  IF pid IS NULL THEN
-    ids := ARRAY[subject];
-    pids := '{}';
-  ELSE
-    SELECT array_agg(i.identifier) INTO ids FROM cdp.identity_data i WHERE i.profile_id = pid;
-    SELECT array_agg(p.profile_id) INTO pids FROM cdp.profile_data p WHERE p.profile_id = pid OR p.merged_into = pid;
-  END IF;
-  SELECT array_agg(DISTINCT cdp._identifier_sha256(x) ORDER BY cdp._identifier_sha256(x)) INTO hashes FROM unnest(ids) x;
-
-  -- Events of other people that carried one of these identifiers (dropped
-  -- there by a rule) keep the event but lose the identifier.
-  UPDATE cdp.event_data e SET identifiers = (SELECT coalesce(array_agg(x), '{}') FROM unnest(e.identifiers) x
-                                              WHERE NOT x OPERATOR(cdp.=) ANY (ids))
-   WHERE e.event_id IN (SELECT c.event_id FROM cdp.identity_conflicts c WHERE c.identifier OPERATOR(cdp.=) ANY (ids))
-     AND e.profile_id <> ALL (pids);
-
-  DELETE FROM cdp.message_ids m USING cdp.event_data e
-   WHERE e.profile_id = ANY (pids) AND m.message_id = e.message_id AND m.event_id = e.event_id;
-  DELETE FROM cdp.event_data e WHERE e.profile_id = ANY (pids);
-  GET DIAGNOSTICS n_events = ROW_COUNT;
-  DELETE FROM cdp.identity_conflicts c WHERE c.profile_id = ANY (pids) OR c.identifier OPERATOR(cdp.=) ANY (ids);
-  DELETE FROM cdp.merges m WHERE m.profile_id = ANY (pids) OR m.merged_profile_id = ANY (pids);
-  DELETE FROM cdp.trait_data t WHERE t.profile_id = ANY (pids);
-  DELETE FROM cdp.identity_data i WHERE i.profile_id = ANY (pids) OR i.identifier OPERATOR(cdp.=) ANY (ids);
-  DELETE FROM cdp.consent_state s WHERE s.profile_id = ANY (pids);
-  DELETE FROM cdp.profile_data p WHERE p.profile_id = ANY (pids);
-  -- Computed traits go now; memberships leave through the audience pass,
-  -- which logs the exits (destinations must hear of them).
-  DELETE FROM cdp.computed_trait_state s WHERE s.profile_id = ANY (pids);
-  DELETE FROM cdp.computed_trait_values v WHERE v.profile_id = ANY (pids);
-  IF cardinality(pids) > 0 THEN
-    INSERT INTO cdp.journal (kind, profile_ids) VALUES ('erased', pids);
-  END IF;
-
-  -- The person's decisions are those recorded for their identifiers (the
-  -- profile an entry was recorded under may since have been split).
-  PERFORM set_config('cdp.erasure_in_progress', 'on', true);
-  DELETE FROM cdp.consent_data l WHERE l.subject OPERATOR(cdp.=) ANY (ids);
-  GET DIAGNOSTICS n_ledger = ROW_COUNT;
-  PERFORM set_config('cdp.erasure_in_progress', 'off', true);
-
-  INSERT INTO cdp.erasures (reason, identifier_hashes) VALUES (reason, hashes) RETURNING erasure_id INTO erasure;
-  INSERT INTO cdp.suppressed_identifiers (identifier_hash, erasure_id)
-  SELECT h, erasure FROM unnest(hashes) h ON CONFLICT (identifier_hash) DO UPDATE SET erasure_id = excluded.erasure_id;
-
-  RETURN jsonb_build_object('erasure_id', erasure, 'profiles', cardinality(pids), 'identifiers', cardinality(ids),
-                            'events', n_events, 'ledger_entries', n_ledger, 'suppressed', cardinality(hashes));
-END $$;
-COMMENT ON FUNCTION cdp.erase_subject(cdp.identifier, text) IS
-  'Erase the person an identifier belongs to (GDPR Art. 17): events, identifiers, traits, merges, consent ledger and everything derived; keeps only an erasure record (SHA-256 of the identifiers, date, reason) and suppresses the identifiers for future ingestion';
-
-
 
 -- ---- consent: cdp.refresh_consents() ----
 -- Both copies of the decisions derived from the ledger again, for every live
@@ -977,7 +507,7 @@ DROP FUNCTION cdp._trait_state_from_row(integer, bigint, numeric, numeric, numer
 ALTER EXTENSION cdp DROP TABLE cdp.computed_trait_state;
 DROP TABLE cdp.computed_trait_state;
 DROP FUNCTION cdp._trait_fold(bigint[], bigint[], bigint[], timestamptz, integer, timestamptz[]);
-DROP FUNCTION cdp._trait_values(bigint[], timestamptz, boolean, bigint[]);
+DROP FUNCTION cdp._trait_values(bigint[], timestamptz, boolean);
 DROP FUNCTION cdp._trait_merge_sql();
 DROP FUNCTION cdp._trait_value_sql();
 
@@ -986,7 +516,6 @@ CREATE TYPE cdp._rule_input AS (profile_id bigint, traits jsonb, vals jsonb, con
 COMMENT ON TYPE cdp._rule_input IS
   'Internal: a profile as the audience pass evaluates rules against it (traits, computed trait values, consent in force by purpose slot)';
 
-DROP FUNCTION cdp._evaluate_level(cdp.audience_data[], bigint[], bigint[], timestamptz);
 CREATE OR REPLACE FUNCTION cdp._rule_source_rows(n integer) RETURNS text
   LANGUAGE sql STABLE
   SET search_path = pg_catalog, pg_temp

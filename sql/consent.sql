@@ -251,6 +251,12 @@ SELECT cdp.forget_identifier('anonymous_id:m1-web')->'profiles_after' AS profile
 SELECT * FROM pg_temp.reads() WHERE purpose IN ('advertising', 'personalization');
 SELECT cdp.restitch() IS NOT NULL AS rebuilt;
 SELECT * FROM pg_temp.reads();
+-- The forgotten cookie is seen again with the email: new to the graph, but
+-- the ledger still has its grant, so the profile has personalization again.
+-- A new identifier the ledger does not know changes no decision.
+SELECT cdp.identify('{email:m1@example.com,anonymous_id:m1-web,user_id:m1}')
+       = cdp.profile_of('email:m1@example.com') AS same_profile;
+SELECT * FROM pg_temp.reads() WHERE purpose IN ('advertising', 'personalization');
 
 -- Decisions lost around cdp's functions (or profile rows restored from a
 -- dump taken before 0.2.0, which have no consent_until): analysts would see

@@ -24,25 +24,80 @@
 
 #include "consent/consent.h"
 #include "identity/identity.h"
+#include "identity/store.h"
 #include "types/identifier.h"
 
 char	   *cdp_purpose = NULL;
 bool		cdp_erasure_in_progress = false;
 
 static void
-consent_identity_changed(const int64 *profiles, int n, bool rebuilt)
+refresh(const int64 *profiles, int n)
 {
-	Datum	   *d = palloc(sizeof(Datum) * n);
+	Datum	   *d;
 	Datum		arg;
 	Oid			type = INT8ARRAYOID;
-	int			rc;
 
+	if (n == 0)
+		return;
+	d = palloc(sizeof(Datum) * n);
 	for (int i = 0; i < n; i++)
 		d[i] = Int64GetDatum(profiles[i]);
 	arg = PointerGetDatum(construct_array(d, n, INT8OID, 8, true, TYPALIGN_DOUBLE));
-	rc = SPI_execute_with_args("SELECT cdp._consent_refresh($1)", 1, &type, &arg, NULL, false, 0);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "cdp: refreshing consent state failed: %s", SPI_result_code_string(rc));
+	store_exec(PLAN_CONSENT_REFRESH, "SELECT cdp._consent_refresh($1)", 1, &type, &arg, NULL, false);
+}
+
+/*
+ * After ingestion only extended and merged profiles, a profile's decisions
+ * can differ only if it took part in a merge or gained an identifier the
+ * ledger has an entry for (one recorded before the identifier was first
+ * ingested): an identifier new to the graph that the ledger does not know
+ * adds no decision.  So only those profiles are recomputed -- most batches
+ * bring new identifiers and no consent -- and the ledger is asked about
+ * the new identifiers alone, one index probe each.  Splits and rebuilds
+ * recompute every profile they name.
+ */
+static void
+consent_identity_changed(const IdentityChange *c)
+{
+	int64	   *profiles;
+	int			n = 0;
+
+	if (!c->extended)
+	{
+		refresh(c->profiles, c->nprofiles);
+		return;
+	}
+	profiles = palloc(sizeof(int64) * Max(c->nmerged + c->ngained, 1));
+	for (int i = 0; i < c->nmerged; i++)
+		profiles[n++] = c->merged[i];
+	if (c->ngained > 0)
+	{
+		ArrayBuild	ids,
+					by;
+		Oid			types[2] = {IDENTIFIER_ARRAY_PLACEHOLDER, INT8ARRAYOID};
+		Datum		args[2];
+
+		ab_init(&ids, identifier_type_oid());
+		ab_init(&by, INT8OID);
+		for (int i = 0; i < c->ngained; i++)
+		{
+			ab_add_text(&ids, c->gained[i]);
+			ab_add(&by, Int64GetDatum(c->gained_by[i]), false);
+		}
+		args[0] = ab_result(&ids);
+		args[1] = ab_result(&by);
+		store_exec(PLAN_CONSENT_LEDGER_KNOWS,
+				   "SELECT DISTINCT u.p FROM unnest($1, $2) AS u(i, p) "
+				   "WHERE EXISTS (SELECT FROM cdp.consent_data l WHERE l.subject OPERATOR(cdp.=) u.i)",
+				   2, types, args, NULL, false);
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull;
+
+			profiles[n++] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		}
+	}
+	refresh(profiles, n);
 }
 
 void

@@ -19,6 +19,7 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "commands/sequence.h"
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
@@ -209,26 +210,24 @@ load_graph(Graph *g, const char **keys, int nkeys, IngestMessage *msgs, int n)
 	}
 }
 
-/* 3. Event ids, drawn after the locks, one per parsed message. */
+/*
+ * 3. Event ids, drawn after the locks, one per parsed message, in the
+ * batch's order.  (Straight from the sequence: a statement drawing them
+ * cost more than drawing them.)
+ */
 static void
-draw_event_ids(IngestMessage *msgs, int n, int nparsed)
+draw_event_ids(IngestMessage *msgs, int n)
 {
-	Oid			type = INT4OID;
-	Datum		arg = Int32GetDatum(nparsed);
-	int			j = 0;
+	Oid			seq = get_relname_relid("event_id_seq", get_namespace_oid("cdp", false));
 
-	store_exec(PLAN_NEXT_EVENT_IDS,
-			   "SELECT nextval('cdp.event_id_seq') FROM generate_series(1, $1)",
-			   1, &type, &arg, NULL, false);
+	if (!OidIsValid(seq))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("sequence cdp.event_id_seq does not exist"),
+				 errhint("Reinstall the extension: DROP EXTENSION cdp; CREATE EXTENSION cdp.")));
 	for (int i = 0; i < n; i++)
-	{
-		bool		isnull;
-
-		if (msgs[i].error != NULL)
-			continue;
-		msgs[i].event_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[j++],
-													   SPI_tuptable->tupdesc, 1, &isnull));
-	}
+		if (msgs[i].error == NULL)
+			msgs[i].event_id = nextval_internal(seq, true);
 }
 
 /* 4. Write-back. */
@@ -841,17 +840,47 @@ write_conflicts(Graph *g, IngestMessage *msgs, int n)
 	}
 }
 
-/* Tell the layers above which profiles' identifiers changed. */
+/*
+ * Tell the layers above which profiles' identifiers changed, and how: both
+ * sides of each merge, and the identifiers new to the graph with the
+ * profile each joined (graph_apply() moves a stored identifier only by
+ * merging its profile).
+ */
 static void
 notify_changes(Graph *g)
 {
+	IdentityChange change = {.extended = true};
 	int64	   *ids = palloc(sizeof(int64) * Max(g->nprofiles, 1));
-	int			n = 0;
+	int64	   *merged = palloc(sizeof(int64) * Max(2 * list_length(g->merges), 1));
+	const char **gained = palloc(sizeof(char *) * Max(g->nidents, 1));
+	int64	   *gained_by = palloc(sizeof(int64) * Max(g->nidents, 1));
+	ListCell   *lc;
 
 	for (int64 i = 0; i < g->nprofiles; i++)
 		if (g->profile_list[i]->ids_changed)
-			ids[n++] = g->profile_list[i]->id;
-	identity_changed(ids, n, false);
+			ids[change.nprofiles++] = g->profile_list[i]->id;
+	foreach(lc, g->merges)
+	{
+		GraphMerge *mg = lfirst(lc);
+
+		merged[change.nmerged++] = mg->merged;
+		merged[change.nmerged++] = graph_resolve(g, mg->merged);
+	}
+	for (int64 i = 0; i < g->nidents; i++)
+	{
+		GraphIdent *id = g->ident_list[i];
+
+		if (id->dirty && !id->stored && id->profile != NULL)
+		{
+			gained[change.ngained] = id->key;
+			gained_by[change.ngained++] = graph_live_id(id->profile);
+		}
+	}
+	change.profiles = ids;
+	change.merged = merged;
+	change.gained = gained;
+	change.gained_by = gained_by;
+	identity_changed(&change);
 }
 
 void
@@ -898,7 +927,7 @@ identity_process(IngestMessage *msgs, int n, IngestStats *stats)
 	rules = rules_load();
 	g = graph_create(rules, nkeys * 2, nkeys);
 	load_graph(g, keys, nkeys, msgs, n);
-	draw_event_ids(msgs, n, nparsed);
+	draw_event_ids(msgs, n);
 	message_ids_mark_duplicates(msgs, n);
 
 	for (int i = 0; i < n; i++)

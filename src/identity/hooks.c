@@ -31,19 +31,19 @@ identity_add_change_hook(IdentityChangeHook hook)
 }
 
 void
-identity_changed(const int64 *profiles, int n, bool rebuilt)
+identity_changed(const IdentityChange *change)
 {
 	ArrayBuild	ids;
 
-	if (n == 0)
+	if (change->nprofiles == 0)
 		return;
 	for (int i = 0; i < nhooks; i++)
-		hooks[i] (profiles, n, rebuilt);
+		hooks[i] (change);
 
 	ab_init(&ids, INT8OID);
-	for (int i = 0; i < n; i++)
-		ab_add(&ids, Int64GetDatum(profiles[i]), false);
-	identity_journal(rebuilt ? "rebuilt" : "identity", ab_result(&ids), (Datum) 0, (Datum) 0);
+	for (int i = 0; i < change->nprofiles; i++)
+		ab_add(&ids, Int64GetDatum(change->profiles[i]), false);
+	identity_journal(change->rebuilt ? "rebuilt" : "identity", ab_result(&ids), (Datum) 0, (Datum) 0);
 }
 
 /*

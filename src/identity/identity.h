@@ -63,17 +63,38 @@ typedef struct IngestStats
  * Upper layers (consent, audiences) keep state derived from which
  * identifiers a profile has.  Identity never calls up into them: they
  * register a hook at load time, and identity calls it, in the same
- * transaction and connected to SPI, with every profile whose identifiers
- * changed (new identifiers, merges, splits, rebuilds; tombstones included).
- * rebuilt says the profiles were rebuilt from their events (a split or a
- * restitch) rather than extended or merged.
+ * transaction and connected to SPI, with what changed:
+ *
+ * profiles: every profile whose identifiers changed (new identifiers,
+ *	merges, splits, rebuilds; tombstones included);
+ * rebuilt: the profiles were rebuilt from their events (a split or a
+ *	restitch) rather than extended or merged;
+ * extended: ingestion only added identifiers and merged profiles, and says
+ *	exactly how, so that a hook can look again at just the profiles its
+ *	state can differ for: merged lists both sides of every merge, and each
+ *	of the other profiles only gained identifiers new to the graph,
+ *	gained[i] now on the live profile gained_by[i].  Without extended,
+ *	anything may have moved: every profile in profiles counts as changed.
  *
  * Identity also appends what changed to the change journal (cdp.journal),
  * which the audience pass drains later, in batches.
  */
-typedef void (*IdentityChangeHook) (const int64 *profiles, int n, bool rebuilt);
+typedef struct IdentityChange
+{
+	const int64 *profiles;
+	int			nprofiles;
+	bool		rebuilt;
+	bool		extended;
+	const int64 *merged;
+	int			nmerged;
+	const char *const *gained;
+	const int64 *gained_by;
+	int			ngained;
+} IdentityChange;
+
+typedef void (*IdentityChangeHook) (const IdentityChange *change);
 extern void identity_add_change_hook(IdentityChangeHook hook);
-extern void identity_changed(const int64 *profiles, int n, bool rebuilt);
+extern void identity_changed(const IdentityChange *change);
 extern void identity_journal(const char *kind, Datum profile_ids, Datum event_ids, Datum occurred_ats);
 
 /* message.c */

@@ -30,7 +30,7 @@
 #include "identity/store.h"
 #include "types/identifier.h"
 
-#define INBOX_CHUNK 2000
+#define INBOX_CHUNK 5000
 
 static void
 init_message(IngestMessage *m, int index)

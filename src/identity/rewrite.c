@@ -931,7 +931,11 @@ write_rebuild(Replay *r, RebuildStats *st)
 		ids[n++] = *(int64 *) lfirst(lc);
 	foreach(lc, d.changed_profiles)
 		ids[n++] = *(int64 *) lfirst(lc);
-	identity_changed(ids, n, true);
+	{
+		IdentityChange change = {.profiles = ids, .nprofiles = n, .rebuilt = true};
+
+		identity_changed(&change);
+	}
 	phase_end(st, PHASE_REST);
 }
 

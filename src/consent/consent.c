@@ -33,25 +33,25 @@ bool		cdp_erasure_in_progress = false;
 static void
 refresh(const int64 *profiles, int n)
 {
-	Datum	   *d;
+	ArrayBuild	ids;
 	Datum		arg;
 	Oid			type = INT8ARRAYOID;
 
 	if (n == 0)
 		return;
-	d = palloc(sizeof(Datum) * n);
+	ab_init(&ids, INT8OID);
 	for (int i = 0; i < n; i++)
-		d[i] = Int64GetDatum(profiles[i]);
-	arg = PointerGetDatum(construct_array(d, n, INT8OID, 8, true, TYPALIGN_DOUBLE));
+		ab_add(&ids, Int64GetDatum(profiles[i]), false);
+	arg = ab_result(&ids);
 	store_exec(PLAN_CONSENT_REFRESH, "SELECT cdp._consent_refresh($1)", 1, &type, &arg, NULL, false);
 }
 
 /*
  * After ingestion only extended and merged profiles, a profile's decisions
  * can differ only if it took part in a merge or gained an identifier the
- * ledger has an entry for (one recorded before the identifier was first
- * ingested): an identifier new to the graph that the ledger does not know
- * adds no decision.  So only those profiles are recomputed -- most batches
+ * ledger has an entry for (an identifier forgotten after its consent was
+ * recorded, now seen again): an identifier new to the graph that the
+ * ledger does not know adds no decision.  So only those profiles are recomputed -- most batches
  * bring new identifiers and no consent -- and the ledger is asked about
  * the new identifiers alone, one index probe each.  Splits and rebuilds
  * recompute every profile they name.
@@ -62,7 +62,7 @@ consent_identity_changed(const IdentityChange *c)
 	int64	   *profiles;
 	int			n = 0;
 
-	if (!c->extended)
+	if (c->rebuilt)
 	{
 		refresh(c->profiles, c->nprofiles);
 		return;

@@ -218,13 +218,8 @@ load_graph(Graph *g, const char **keys, int nkeys, IngestMessage *msgs, int n)
 static void
 draw_event_ids(IngestMessage *msgs, int n)
 {
-	Oid			seq = get_relname_relid("event_id_seq", get_namespace_oid("cdp", false));
+	Oid			seq = cdp_relid("event_id_seq");
 
-	if (!OidIsValid(seq))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("sequence cdp.event_id_seq does not exist"),
-				 errhint("Reinstall the extension: DROP EXTENSION cdp; CREATE EXTENSION cdp.")));
 	for (int i = 0; i < n; i++)
 		if (msgs[i].error == NULL)
 			msgs[i].event_id = nextval_internal(seq, true);
@@ -566,13 +561,8 @@ typedef struct EventRows
 static void
 event_rows_init(EventRows *er)
 {
-	Oid			rel = get_relname_relid("event_data", get_namespace_oid("cdp", false));
+	Oid			rel = cdp_relid("event_data");
 
-	if (!OidIsValid(rel))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("table cdp.event_data does not exist"),
-				 errhint("Reinstall the extension: DROP EXTENSION cdp; CREATE EXTENSION cdp.")));
 	er->rowtype = get_rel_type_id(rel);
 	er->desc = lookup_rowtype_tupdesc_copy(er->rowtype, -1);
 	er->values = palloc(sizeof(Datum) * er->desc->natts);
@@ -849,7 +839,7 @@ write_conflicts(Graph *g, IngestMessage *msgs, int n)
 static void
 notify_changes(Graph *g)
 {
-	IdentityChange change = {.extended = true};
+	IdentityChange change = {0};
 	int64	   *ids = palloc(sizeof(int64) * Max(g->nprofiles, 1));
 	int64	   *merged = palloc(sizeof(int64) * Max(2 * list_length(g->merges), 1));
 	const char **gained = palloc(sizeof(char *) * Max(g->nidents, 1));

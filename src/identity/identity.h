@@ -68,13 +68,12 @@ typedef struct IngestStats
  * profiles: every profile whose identifiers changed (new identifiers,
  *	merges, splits, rebuilds; tombstones included);
  * rebuilt: the profiles were rebuilt from their events (a split or a
- *	restitch) rather than extended or merged;
- * extended: ingestion only added identifiers and merged profiles, and says
- *	exactly how, so that a hook can look again at just the profiles its
- *	state can differ for: merged lists both sides of every merge, and each
- *	of the other profiles only gained identifiers new to the graph,
- *	gained[i] now on the live profile gained_by[i].  Without extended,
- *	anything may have moved: every profile in profiles counts as changed.
+ *	restitch): anything may have moved, every profile counts as changed.
+ *	Otherwise ingestion only added identifiers and merged profiles, and
+ *	says exactly how, so that a hook can look again at just the profiles
+ *	its state can differ for: merged lists both sides of every merge, and
+ *	each of the other profiles only gained identifiers new to the graph,
+ *	gained[i] now on the live profile gained_by[i].
  *
  * Identity also appends what changed to the change journal (cdp.journal),
  * which the audience pass drains later, in batches.
@@ -84,7 +83,6 @@ typedef struct IdentityChange
 	const int64 *profiles;
 	int			nprofiles;
 	bool		rebuilt;
-	bool		extended;
 	const int64 *merged;
 	int			nmerged;
 	const char *const *gained;

@@ -127,15 +127,13 @@ scan_one(Relation rel, int ncols, const char *const *columns, Snapshot snapshot,
 void
 scan_storage(const char *table, int ncols, const char *const *columns, ScanRowFn fn, void *arg)
 {
-	Oid			relid = get_relname_relid(table, get_namespace_oid("cdp", false));
+	Oid			relid = cdp_relid(table);
 	Relation	rel;
 	AclResult	aclresult;
 	List	   *rels;
 	ListCell   *lc;
 
 	Assert(ncols <= SCAN_MAX_COLUMNS);
-	if (!OidIsValid(relid))
-		elog(ERROR, "cdp: table cdp.%s does not exist", table);
 	aclresult = pg_class_aclcheck(relid, GetUserId(), ACL_SELECT);
 	if (aclresult != ACLCHECK_OK)
 		aclcheck_error(aclresult, OBJECT_TABLE, table);

@@ -243,6 +243,20 @@ identity_lock_subject(const char *key)
 static Oid	cached_identifier_oid = InvalidOid;
 static SPIPlanPtr plans[STORE_NPLANS];
 
+/* The relation cdp.<name> (a table or a sequence); an error when it is missing. */
+Oid
+cdp_relid(const char *name)
+{
+	Oid			relid = get_relname_relid(name, get_namespace_oid("cdp", false));
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation cdp.%s does not exist", name),
+				 errhint("Bring the extension up to date (ALTER EXTENSION cdp UPDATE), or reinstall it.")));
+	return relid;
+}
+
 Oid
 identifier_type_oid(void)
 {

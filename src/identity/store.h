@@ -67,6 +67,7 @@ extern void ab_add_text(ArrayBuild *ab, const char *s);
 extern Datum ab_result(ArrayBuild *ab);
 
 extern Oid	identifier_type_oid(void);
+extern Oid	cdp_relid(const char *name);
 extern int	store_exec(int slot, const char *sql, int nargs, const Oid *argtypes,
 					   Datum *values, const char *nulls, bool read_only);
 

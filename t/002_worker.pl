@@ -65,6 +65,9 @@ like(worker('last_error'), qr/^extension cdp is not installed in database "postg
 my $waiting = qr/LOG:  cdp worker: extension cdp is not installed in database "postgres"; waiting/;
 is(log_count($waiting), 1, 'the waiting line is logged once');
 is(log_count(qr/ERROR:/), 0, 'waiting is not an error');
+ok( $node->poll_query_until(
+		'probe', q{SELECT cdp.status()->'dispatcher'->>'last_error' = 'extension cdp is not installed in database "postgres"'}),
+	'cdp.status() says what the dispatcher waits for too');
 
 # (g) how the worker shows itself.
 my $pid = worker('pid');
@@ -99,6 +102,8 @@ is($node->safe_psql('postgres', q{SELECT cdp.status()->'workers'->0->>'inbox_pro
 	'3', 'cdp.status() counts the processed messages');
 is($node->safe_psql('postgres', q{SELECT cdp.status()->'workers'->0->'last_error'}),
 	'null', 'no error once cdp is installed');
+ok($node->poll_query_until('postgres', q{SELECT cdp.status()->'dispatcher'->'last_error' = 'null'}),
+	'nor for the dispatcher');
 is(log_count(qr/cdp worker: extension cdp is installed in database "postgres"; processing/),
 	1, 'the log says when the worker found cdp');
 

@@ -115,6 +115,13 @@ is($reqs->[1]{status} . ' ' . $reqs->[2]{status}, '500 200', 'a 500 then a 200')
 is($reqs->[1]{headers}{'webhook-id'}, $reqs->[2]{headers}{'webhook-id'}, 'the retry keeps the webhook-id');
 is(sql(q{SELECT attempts || ' ' || status FROM cdp.outbox WHERE destination = 'hook' AND profile_id = 4}),
 	'2 delivered', 'two attempts');
+wait_for(
+	q{SELECT d->>'name' = 'cdp dispatcher' AND d->>'database' = 'postgres'
+	     AND (d->>'pid')::int = (SELECT pid FROM pg_stat_activity WHERE backend_type = 'cdp dispatcher')
+	     AND (d->>'requests', d->>'delivered', d->>'failed_requests', d->>'in_flight') = ('3', '4', '1', '0')
+	     AND d->'last_error' = 'null' AND (d->>'last_round_at')::timestamptz >= (d->>'started_at')::timestamptz
+	    FROM (SELECT cdp.status()->'dispatcher') s(d)},
+	'cdp.status() describes the dispatcher: three requests, four messages delivered, one request failed');
 
 # 3. 429 with Retry-After: 2 is honoured.
 $r1->script('429 Retry-After: 2');

@@ -21,4 +21,4 @@ CREATE FUNCTION cdp.status() RETURNS jsonb
   SET search_path = pg_catalog, pg_temp
   AS 'MODULE_PATHNAME', 'cdp_status';
 COMMENT ON FUNCTION cdp.status() IS
-  'Version of the loaded cdp library, its shared state and its background worker (pid, database, last pass, messages processed, last error; empty "workers" when it is not running); requires cdp in shared_preload_libraries (SQLSTATE 55000 otherwise)';
+  'Version of the loaded cdp library, its shared state, its background worker (pid, database, last pass, messages processed, last error; empty "workers" when it is not running) and its dispatcher (pid, requests, messages delivered, failed requests, requests in flight, last error; "dispatcher" null when it is not running); requires cdp in shared_preload_libraries (SQLSTATE 55000 otherwise)';

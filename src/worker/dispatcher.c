@@ -489,7 +489,8 @@ lease_and_send(bool woken)
 		MemoryContextReset(dest_context);
 		dests = NULL;
 		next_refresh = TimestampTzPlusMilliseconds(now, cdp_dispatch_naptime);
-		publish_error(NULL);
+		/* What it waits for, as the cdp worker says it (cdp.status()). */
+		publish_error(psprintf("extension cdp is not installed in database \"%s\"", cdp_database));
 		return;
 	}
 	extension_missing_logged = false;

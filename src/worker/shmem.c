@@ -25,6 +25,7 @@
 #include "utils/timestamp.h"
 
 #include "cdp.h"
+#include "activation/activation.h"
 #include "worker/shmem.h"
 
 CdpSharedState *CdpShared = NULL;
@@ -126,6 +127,36 @@ append_workers(StringInfo buf, const CdpWorkerState *w)
 }
 
 /*
+ * The "dispatcher" object of cdp.status(): null when it is not running.
+ * Its own key, not a second "workers" element: monitoring written against
+ * 0.1.0 reads the cdp worker as "workers"->0.
+ */
+static void
+append_dispatcher(StringInfo buf, const CdpDispatcherState *d)
+{
+	if (d->pid == 0)
+	{
+		appendStringInfoString(buf, "null");
+		return;
+	}
+	appendStringInfo(buf, "{\"name\": \"cdp dispatcher\", \"pid\": %d, \"database\": ", (int) d->pid);
+	/* cdp.database is set at server start: the one it connected to. */
+	escape_json(buf, GetConfigOption("cdp.database", false, false));
+	appendStringInfoString(buf, ", \"started_at\": ");
+	append_json_timestamp(buf, d->started_at);
+	appendStringInfoString(buf, ", \"last_round_at\": ");
+	append_json_timestamp(buf, d->last_round_at);
+	appendStringInfo(buf, ", \"requests\": " INT64_FORMAT ", \"delivered\": " INT64_FORMAT
+					 ", \"failed_requests\": " INT64_FORMAT ", \"in_flight\": %d, \"last_error\": ",
+					 d->requests, d->delivered, d->failed, d->in_flight);
+	if (d->last_error[0] == '\0')
+		appendStringInfoString(buf, "null");
+	else
+		escape_json(buf, d->last_error);
+	appendStringInfoChar(buf, '}');
+}
+
+/*
  * cdp.status() RETURNS jsonb
  *
  * What this server's cdp library is, since when its shared state exists and
@@ -138,14 +169,23 @@ cdp_status(PG_FUNCTION_ARGS)
 	StringInfoData buf;
 	TimestampTz started_at;
 	CdpWorkerState worker;
+	CdpDispatcherState dispatcher;
 
 	cdp_require_preload("cdp.status()");
 
-	/* Copy under the lock, format after releasing it. */
+	/* Copy under the locks, format after releasing them. */
 	LWLockAcquire(CdpShared->lock, LW_SHARED);
 	started_at = CdpShared->started_at;
 	worker = CdpShared->worker;
 	LWLockRelease(CdpShared->lock);
+	if (CdpDispatcher != NULL)
+	{
+		LWLockAcquire(CdpDispatcher->lock, LW_SHARED);
+		dispatcher = *CdpDispatcher;
+		LWLockRelease(CdpDispatcher->lock);
+	}
+	else
+		memset(&dispatcher, 0, sizeof(dispatcher));
 
 	initStringInfo(&buf);
 	appendStringInfoString(&buf, "{\"library_version\": ");
@@ -156,6 +196,8 @@ cdp_status(PG_FUNCTION_ARGS)
 	escape_json(&buf, GetConfigOption("cdp.default_phone_region", false, false));
 	appendStringInfoString(&buf, ", \"workers\": ");
 	append_workers(&buf, &worker);
+	appendStringInfoString(&buf, ", \"dispatcher\": ");
+	append_dispatcher(&buf, &dispatcher);
 	appendStringInfoChar(&buf, '}');
 
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));

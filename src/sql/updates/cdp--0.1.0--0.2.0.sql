@@ -1098,6 +1098,10 @@ END $$;
 COMMENT ON FUNCTION cdp.erase_subject(cdp.identifier, text) IS
   'Erase the person an identifier belongs to (GDPR Art. 17): events, identifiers, traits, merges, consent ledger and everything derived; keeps only an erasure record (SHA-256 of the identifiers, date, reason) and suppresses the identifiers for future ingestion';
 
+-- cdp.status() now reports the dispatcher as well (library code).
+COMMENT ON FUNCTION cdp.status() IS
+  'Version of the loaded cdp library, its shared state, its background worker (pid, database, last pass, messages processed, last error; empty "workers" when it is not running) and its dispatcher (pid, requests, messages delivered, failed requests, requests in flight, last error; "dispatcher" null when it is not running); requires cdp in shared_preload_libraries (SQLSTATE 55000 otherwise)';
+
 REVOKE EXECUTE ON FUNCTION
   cdp._trait_state_fold(internal, integer, text, boolean, timestamptz, bigint, text), cdp._trait_state_final(internal),
   cdp._trait_state_agg(integer, text, boolean, timestamptz, bigint, text), cdp._trait_state_merge(bytea, bytea),

@@ -38,6 +38,27 @@ COMMENT ON FUNCTION cdp._purpose_slot_fixed() IS 'Internal: refuses to change a 
 CREATE TRIGGER purposes_slot_fixed BEFORE UPDATE OF slot ON cdp.purposes
   FOR EACH ROW WHEN (OLD.slot IS DISTINCT FROM NEW.slot) EXECUTE FUNCTION cdp._purpose_slot_fixed();
 
+-- A slot given on INSERT (a restore, or by hand) moves the sequence past
+-- it, so that the purposes added after it do not collide with it.  Only
+-- ever forward, by nextval() (atomic): concurrent inserts cannot move it
+-- back.  A slot outside 1-1000 is left for the CHECK to refuse.
+CREATE FUNCTION cdp._purpose_slot_claim() RETURNS trigger
+  LANGUAGE plpgsql SECURITY DEFINER
+  SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF NEW.slot BETWEEN 1 AND 1000 AND NEW.slot > (SELECT s.last_value FROM cdp.purposes_slot_seq s) THEN
+    LOOP
+      EXIT WHEN nextval('cdp.purposes_slot_seq') >= NEW.slot;
+    END LOOP;
+  END IF;
+  RETURN NEW;
+END $$;
+COMMENT ON FUNCTION cdp._purpose_slot_claim() IS
+  'Internal: moves the slot sequence past a slot given explicitly on INSERT, so that later purposes do not collide with it';
+CREATE TRIGGER purposes_slot_claim BEFORE INSERT ON cdp.purposes
+  FOR EACH ROW EXECUTE FUNCTION cdp._purpose_slot_claim();
+
 INSERT INTO cdp.purposes (purpose, description, lawful_basis, tcf_purposes, retention) VALUES
   ('analytics', 'Measure audiences and improve our services: statistics, product and content analytics',
    'consent', '{1,8,9,10}', '25 months'),

@@ -126,6 +126,27 @@ COMMENT ON FUNCTION cdp._purpose_slot_fixed() IS 'Internal: refuses to change a 
 CREATE TRIGGER purposes_slot_fixed BEFORE UPDATE OF slot ON cdp.purposes
   FOR EACH ROW WHEN (OLD.slot IS DISTINCT FROM NEW.slot) EXECUTE FUNCTION cdp._purpose_slot_fixed();
 
+-- A slot given on INSERT (a restore, or by hand) moves the sequence past
+-- it, so that the purposes added after it do not collide with it.  Only
+-- ever forward, by nextval() (atomic): concurrent inserts cannot move it
+-- back.  A slot outside 1-1000 is left for the CHECK to refuse.
+CREATE FUNCTION cdp._purpose_slot_claim() RETURNS trigger
+  LANGUAGE plpgsql SECURITY DEFINER
+  SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF NEW.slot BETWEEN 1 AND 1000 AND NEW.slot > (SELECT s.last_value FROM cdp.purposes_slot_seq s) THEN
+    LOOP
+      EXIT WHEN nextval('cdp.purposes_slot_seq') >= NEW.slot;
+    END LOOP;
+  END IF;
+  RETURN NEW;
+END $$;
+COMMENT ON FUNCTION cdp._purpose_slot_claim() IS
+  'Internal: moves the slot sequence past a slot given explicitly on INSERT, so that later purposes do not collide with it';
+CREATE TRIGGER purposes_slot_claim BEFORE INSERT ON cdp.purposes
+  FOR EACH ROW EXECUTE FUNCTION cdp._purpose_slot_claim();
+
 ALTER TABLE cdp.profile_data ADD COLUMN consent_until timestamptz[] NOT NULL DEFAULT '{}';
 COMMENT ON COLUMN cdp.profile_data.consent_until IS
   'Per cdp.purposes.slot: until when the purpose is granted (infinity: no expiry; NULL: not granted); kept with cdp.consent_state by cdp._consent_refresh()';
@@ -168,8 +189,8 @@ END;
 COMMENT ON FUNCTION cdp._consent_refresh(bigint[]) IS
   'Internal: recompute the decisions of these profiles from the ledger (after consent is recorded or identifiers move), in cdp.consent_state and on the profile rows';
 
-REVOKE EXECUTE ON FUNCTION cdp._purpose_slot_fixed(), cdp._consent_until(bigint) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION cdp._purpose_slot_fixed(), cdp._consent_until(bigint) TO cdp_admin;
+REVOKE EXECUTE ON FUNCTION cdp._purpose_slot_fixed(), cdp._purpose_slot_claim(), cdp._consent_until(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION cdp._purpose_slot_fixed(), cdp._purpose_slot_claim(), cdp._consent_until(bigint) TO cdp_admin;
 
 -- ---- consent: cdp.profiles tests the profile row (bench/consent, issue #4) ----
 -- The analysts' branch of cdp.profiles tests consent_until at the slot of

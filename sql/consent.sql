@@ -128,10 +128,12 @@ DELETE FROM cdp.purposes WHERE purpose = 'admin_added';
 -- or make every granting profile's row as long).
 INSERT INTO cdp.purposes (purpose, description, lawful_basis, slot) VALUES ('bad_slot', 'x', 'contract', 0);
 INSERT INTO cdp.purposes (purpose, description, lawful_basis, slot) VALUES ('bad_slot', 'x', 'contract', 1000000);
--- A slot given by hand ahead of the sequence (as a restore does) is
--- skipped by the purposes added after it; one given behind it is kept.
+-- A slot given by hand ahead of the sequence is skipped by the purposes
+-- added after it; one given behind it is kept; a row refused by a
+-- constraint moves nothing.
 INSERT INTO cdp.purposes (purpose, description, lawful_basis, slot) VALUES ('hand_slot', 'x', 'contract', 9),
   ('hand_slot_low', 'x', 'contract', 8);
+INSERT INTO cdp.purposes (purpose, description, lawful_basis, slot) VALUES ('Bad-Name', 'x', 'contract', 900);
 INSERT INTO cdp.purposes (purpose, description, lawful_basis) VALUES ('after_hand_1', 'x', 'contract'),
   ('after_hand_2', 'x', 'contract');
 SELECT purpose, slot FROM cdp.purposes WHERE description = 'x' ORDER BY slot;

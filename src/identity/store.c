@@ -14,8 +14,10 @@
  * both profiles.  Locks are always taken in the order graph, identifiers,
  * profiles, each class in key order; a profile discovered late (a merge
  * committed between our read and our lock) is taken without waiting, or
- * else all profile locks are released and retaken in order.  So ingestion
- * never deadlocks, and the graph a batch reads cannot change under it.
+ * else all profile locks are released and retaken in order.  So one call
+ * never deadlocks with another, and the graph a batch reads cannot change
+ * under it.  (The locks last until commit: a transaction making several
+ * calls orders each call's locks, not all of them; doc/identity.md.)
  * Consent decisions take the same locks for their subject
  * (identity_lock_subject), so they and ingestion take turns per profile.
  *

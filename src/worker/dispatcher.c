@@ -479,18 +479,20 @@ lease_and_send(bool woken)
 	}
 	if (r.no_extension)
 	{
+		/* Logged once, and shown by cdp.status(), as the cdp worker does. */
+		char	   *error = psprintf("extension cdp is not installed in database \"%s\"",
+									 cdp_database);
+
 		if (!extension_missing_logged)
 			ereport(LOG,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("cdp dispatcher: extension cdp is not installed in database \"%s\"; waiting",
-							cdp_database)));
+					 errmsg("cdp dispatcher: %s; waiting", error)));
 		extension_missing_logged = true;
 		ndests = 0;
 		MemoryContextReset(dest_context);
 		dests = NULL;
 		next_refresh = TimestampTzPlusMilliseconds(now, cdp_dispatch_naptime);
-		/* What it waits for, as the cdp worker says it (cdp.status()). */
-		publish_error(psprintf("extension cdp is not installed in database \"%s\"", cdp_database));
+		publish_error(error);
 		return;
 	}
 	extension_missing_logged = false;

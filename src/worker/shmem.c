@@ -96,6 +96,16 @@ append_json_timestamp(StringInfo buf, TimestampTz ts)
 		escape_json(buf, JsonEncodeDateTime(NULL, TimestampTzGetDatum(ts), TIMESTAMPTZOID, NULL));
 }
 
+/* A last error as a JSON value: null for "" (none). */
+static void
+append_json_error(StringInfo buf, const char *error)
+{
+	if (error[0] == '\0')
+		appendStringInfoString(buf, "null");
+	else
+		escape_json(buf, error);
+}
+
 /* The "workers" array of cdp.status(): empty when the worker is not running. */
 static void
 append_workers(StringInfo buf, const CdpWorkerState *w)
@@ -117,10 +127,7 @@ append_workers(StringInfo buf, const CdpWorkerState *w)
 						 ", \"inbox_naptime_ms\": %d, \"inbox_batch_size\": %d, \"last_error\": ",
 						 w->passes, w->inbox_processed, w->retention_deleted, w->audience_profiles,
 						 w->inbox_naptime, w->inbox_batch_size);
-		if (w->last_error[0] == '\0')
-			appendStringInfoString(buf, "null");
-		else
-			escape_json(buf, w->last_error);
+		append_json_error(buf, w->last_error);
 		appendStringInfoChar(buf, '}');
 	}
 	appendStringInfoChar(buf, ']');
@@ -149,10 +156,7 @@ append_dispatcher(StringInfo buf, const CdpDispatcherState *d)
 	appendStringInfo(buf, ", \"requests\": " INT64_FORMAT ", \"delivered\": " INT64_FORMAT
 					 ", \"failed_requests\": " INT64_FORMAT ", \"in_flight\": %d, \"last_error\": ",
 					 d->requests, d->delivered, d->failed, d->in_flight);
-	if (d->last_error[0] == '\0')
-		appendStringInfoString(buf, "null");
-	else
-		escape_json(buf, d->last_error);
+	append_json_error(buf, d->last_error);
 	appendStringInfoChar(buf, '}');
 }
 
@@ -160,7 +164,7 @@ append_dispatcher(StringInfo buf, const CdpDispatcherState *d)
  * cdp.status() RETURNS jsonb
  *
  * What this server's cdp library is, since when its shared state exists and
- * what its background worker is doing.
+ * what its background workers (the cdp worker, the dispatcher) are doing.
  */
 PG_FUNCTION_INFO_V1(cdp_status);
 Datum
